@@ -1,0 +1,63 @@
+"""Test isolation for every test: gpubox's files under tmp_path, no real AWS reachable.
+
+Nothing here may let a test reach anything but 127.0.0.0/8: fake credentials, the
+instance-metadata address disabled, no AWS config or credentials files.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--integration",
+        action="store_true",
+        default=False,
+        help="run tests that talk to real AWS (never in CI)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--integration"):
+        return
+    skip = pytest.mark.skip(reason="talks to real AWS; pass --integration")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def isolation(tmp_path, monkeypatch):
+    """GPUBOX_HOME, HOME and the XDG folders under tmp_path; fake AWS credentials."""
+    home = tmp_path / "gpubox-home"
+    monkeypatch.setenv("GPUBOX_HOME", str(home))
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # Never ask a real address-detection service.
+    monkeypatch.setenv("GPUBOX_PUBLIC_IP_URL", "http://127.0.0.1:9/unreachable")
+    for name in list(__import__("os").environ):
+        if name.startswith("GPUBOX_") and name not in ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL"):
+            monkeypatch.delenv(name, raising=False)
+    yield home
+
+
+@pytest.fixture
+def settings(isolation):
+    from gpubox import config
+
+    return config.load()
