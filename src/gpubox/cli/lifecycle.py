@@ -1,0 +1,361 @@
+"""Commands for the whole life of a box: doctor, up, status, stop, start, down."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gpubox.cli import render
+from gpubox.cli.app import app
+from gpubox.cli.app import settings as load_settings
+
+
+@contextlib.contextmanager
+def _open_state(settings):
+    from gpubox.state import State
+
+    state = State(settings.state_path)
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+@contextlib.contextmanager
+def _progress(message: str):
+    """A spinner whose text follows the library's progress messages."""
+    console = render.err_console()
+    with console.status(message) as status:
+
+        def update(text: str) -> None:
+            status.update(text)
+            console.log(text) if console.is_terminal else render.info(f"… {text}")
+
+        yield update
+
+
+def _step_line(event) -> None:
+    status = getattr(event, "status", "")
+    step = getattr(event, "step", "?")
+    seconds = getattr(event, "seconds", None)
+    msg = getattr(event, "msg", "") or ""
+    if status == "start":
+        return
+    mark = {"done": "[green]✓[/]", "skip": "[dim]·[/]", "fail": "[red]✗[/]"}.get(status, "•")
+    took = f" {float(seconds):.1f}s" if seconds not in (None, "") else ""
+    from rich.markup import escape
+
+    render.err_console().print(f"{mark} {escape(step):<11}{took:>7}  {escape(msg)}")
+
+
+@app.command()
+def doctor() -> None:
+    """Check what gpubox needs here: AWS identity and region, the ssh client, files.
+
+    Each missing piece is shown with its fix. AWS is only needed for --provider aws.
+
+    Example: gpubox doctor
+    """
+    import shutil
+    import subprocess
+
+    settings = load_settings()
+    rows: list[tuple[str, str, str]] = []
+    ssh = shutil.which("ssh")
+    if ssh:
+        version = subprocess.run([ssh, "-V"], capture_output=True, text=True).stderr.strip()
+        rows.append(("ssh client", f"ok: {version}", ""))
+    else:
+        rows.append(("ssh client", "missing", "install OpenSSH (apt-get install openssh-client)"))
+    try:
+        from gpubox.providers.aws.session import caller_identity
+
+        ident = caller_identity(settings)
+        rows.append(("AWS identity", f"ok: {ident.get('Arn', '?')}", ""))
+    except ImportError:
+        rows.append(("AWS identity", "unknown", "the AWS provider is not installed"))
+    except Exception as exc:  # noqa: BLE001 - each check reports, none aborts the others
+        hint = getattr(exc, "hint", None) or "run `aws configure` or set AWS_PROFILE"
+        rows.append(("AWS identity", f"not usable: {exc}", hint))
+    region = settings.region
+    if region is None:
+        try:
+            import boto3
+
+            region = boto3.session.Session(profile_name=settings.profile).region_name
+        except Exception:  # noqa: BLE001
+            region = None
+    rows.append(
+        (
+            "AWS region",
+            region or "none configured",
+            "" if region else "gpubox picks the nearest region with your GPU type; "
+            "or `gpubox config set region us-west-2`",
+        )
+    )
+    keys = settings.keys_dir
+    if keys.exists():
+        loose = [p.name for p in keys.glob("*.pem") if p.stat().st_mode & 0o077]
+        rows.append(
+            (
+                "key files",
+                "loose permissions: " + ", ".join(loose) if loose else f"ok: {keys}",
+                f"chmod 600 {keys}/*.pem" if loose else "",
+            )
+        )
+    rows.append(("config file", str(settings.config_path), ""))
+    render.table(["check", "result", "fix"], rows)
+
+
+@app.command()
+def up(
+    name: Annotated[str, typer.Argument(help="The box's name (lowercase letters, digits, '-').")],
+    provider: Annotated[
+        str | None,
+        typer.Option(help="Where the box lives: aws, ssh or local. Inferred from --type/--host."),
+    ] = None,
+    type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            "-t",
+            help="AWS instance type, or a comma list tried in order (g6.xlarge,g5.xlarge).",
+        ),
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(help="AWS region (default: config, AWS_REGION, else the nearest with the type)."),
+    ] = None,
+    disk: Annotated[int, typer.Option(help="Root disk size in GB (gp3, encrypted).", min=8)] = 64,
+    image: Annotated[
+        str | None,
+        typer.Option(help="dlami (default), ubuntu, an ami-... id, or a saved image's name."),
+    ] = None,
+    spot: Annotated[bool, typer.Option(help="Launch a spot instance (stops, never deleted, on interruption).")] = False,
+    max_price: Annotated[
+        float | None, typer.Option(help="Highest spot price you accept, in $/h.")
+    ] = None,
+    any_region: Annotated[
+        bool, typer.Option(help="On a capacity refusal, also try the next nearest regions.")
+    ] = False,
+    ssh_from: Annotated[
+        str | None,
+        typer.Option(help="CIDR allowed to reach SSH (default: your public address /32). Env: GPUBOX_SSH_FROM."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="For --provider ssh: USER@HOST[:PORT] you can ssh into.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="For --provider ssh: the private key to log in with.")
+    ] = None,
+    framework: Annotated[
+        str | None,
+        typer.Option(help="pytorch (default), tensorflow, jax or mxnet. Env: GPUBOX_FRAMEWORK."),
+    ] = None,
+    idle_stop: Annotated[
+        str | None,
+        typer.Option(help="Stop the box after this long idle: 30m, 2h, or off (default 60m)."),
+    ] = None,
+    setup: Annotated[
+        bool, typer.Option("--setup/--no-setup", help="Set the host up and open Jupyter.")
+    ] = True,
+    browser: Annotated[
+        bool, typer.Option("--browser/--no-browser", help="Open Jupyter in the browser at the end.")
+    ] = True,
+    port: Annotated[
+        int | None, typer.Option(help="Local port for the Jupyter tunnel (default: a free one).")
+    ] = None,
+) -> None:
+    """Make a box (or start the one of that name), set it up, and open Jupyter.
+
+    Running it again is safe: an existing box is started if stopped, done setup steps
+    are skipped, and never a second box is made.
+
+    Example: gpubox up demo --provider local
+    """
+    from gpubox import box as lifecycle
+    from gpubox.providers.base import BoxSpec
+
+    settings = load_settings().with_overrides(
+        region=region, ssh_from=ssh_from, framework=framework
+    )
+    types = tuple(t.strip() for t in type.split(",") if t.strip()) if type else ()
+    pname = lifecycle.infer_provider(
+        provider,
+        host=host,
+        aws_hint=bool(types or image or spot or region or max_price),
+    )
+    idle_minutes = settings.idle_stop_minutes
+    if idle_stop is not None:
+        from gpubox.idle import parse_idle_limit
+
+        idle_minutes = parse_idle_limit(idle_stop)
+    user = port_num = None
+    host_name = host
+    if host:
+        user_host, _, port_text = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        user_host = user_host or host
+        if port_text:
+            if not port_text.isdigit():
+                from gpubox.errors import InvalidInput
+
+                raise InvalidInput(f"bad port in --host {host}", hint="use USER@HOST:PORT")
+            port_num = int(port_text)
+        user, _, host_name = user_host.rpartition("@")
+        user = user or None
+    spec = BoxSpec(
+        name=name,
+        provider=pname,
+        type=types[0] if types else None,
+        types=types,
+        region=settings.region,
+        disk_gb=disk,
+        image=image,
+        spot=spot,
+        max_price=max_price,
+        ssh_from=settings.ssh_from,
+        host=host_name,
+        user=user,
+        port=port_num,
+        key_path=key.expanduser() if key else None,
+        idle_stop_minutes=idle_minutes,
+        any_region=any_region,
+    )
+    if pname == "aws" and spec.type is None:
+        existing = None
+        with _open_state(settings) as state:
+            existing = state.box(name)
+        if existing is None:
+            from gpubox.errors import InvalidInput
+
+            raise InvalidInput(
+                "which GPU instance type?", hint="pass --type (see `gpubox types` for prices)"
+            )
+    started = time.monotonic()
+    with _open_state(settings) as state, _progress(f"bringing up '{name}'") as progress:
+        result = lifecycle.up(
+            settings,
+            state,
+            spec,
+            setup=setup,
+            framework=settings.framework,
+            browser=browser,
+            local_port=port,
+            on_progress=progress,
+            on_step=_step_line,
+        )
+    took = time.monotonic() - started
+    box = result.box
+    where = box.address or box.id or "this machine"
+    verb = "made" if result.created else ("started" if result.started else "found")
+    render.ok(f"{verb} box '{box.name}' ({box.provider}, {box.type or where}) in {took:.1f}s")
+    if not setup:
+        render.say(f"connect with: gpubox ssh {box.name}")
+        render.say(f"set it up with: gpubox up {box.name}")
+        return
+    if result.url:
+        render.say(f"Jupyter: {result.url}")
+    render.say(f"shell: gpubox ssh {box.name}    stop paying: gpubox stop {box.name}")
+
+
+def _box_rows(boxes):
+    now = time.time()
+    for b in boxes:
+        uptime = render.duration(now - b.launched_at) if b.launched_at and b.state.value == "running" else ""
+        cost = render.money(b.price_per_hour) if b.price_per_hour is not None and b.provider == "aws" else ""
+        yield (b.name, b.provider, b.state.value, b.type or "", b.region or "", b.address or "", uptime, cost)
+
+
+@app.command("status")
+def status_cmd(
+    name: Annotated[str | None, typer.Argument(help="One box (default: all).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per box.")] = False,
+    refresh: Annotated[
+        bool | None,
+        typer.Option(
+            "--refresh/--cached",
+            help="Ask the cloud now / show the local cache only (default: ask when the cache is older than 30 s).",
+        ),
+    ] = None,
+) -> None:
+    """List your boxes with state, type, region, address, uptime and $/h.
+
+    Example: gpubox status --json
+    """
+    from gpubox import box as lifecycle
+
+    settings = load_settings()
+    with _open_state(settings) as state:
+        boxes = lifecycle.status(settings, state, name, refresh=refresh)
+    if json_out:
+        render.print_json([b.to_dict() for b in boxes])
+        return
+    if not boxes:
+        render.info("no boxes yet; make one with `gpubox up NAME --provider local` (or --type, --host)")
+        return
+    render.table(["name", "provider", "state", "type", "region", "address", "up", "$/h"], _box_rows(boxes))
+
+
+app.command("ls", help="Alias of `status`.\n\nExample: gpubox ls")(status_cmd)
+
+
+@app.command()
+def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
+    """Stop a box: compute billing stops, its disk is kept (and billed per GB-month).
+
+    Example: gpubox stop box1
+    """
+    from gpubox import box as lifecycle
+
+    settings = load_settings()
+    with _open_state(settings) as state, _progress(f"stopping '{name}'") as progress:
+        box = lifecycle.stop(settings, state, name, on_progress=progress)
+    render.ok(f"'{box.name}' is {box.state.value}")
+    if box.provider == "aws" and box.disk_gb:
+        render.say(
+            f"still billed while stopped: its {box.disk_gb} GB disk (about "
+            f"{render.money(box.disk_gb * 0.08, '/month')} at gp3's $0.08/GB-month); "
+            f"`gpubox down {name}` deletes it"
+        )
+
+
+@app.command()
+def start(name: Annotated[str, typer.Argument(help="The box to start.")]) -> None:
+    """Start a stopped box again (billing resumes); its disk is as you left it.
+
+    Example: gpubox start box1
+    """
+    from gpubox import box as lifecycle
+
+    settings = load_settings()
+    with _open_state(settings) as state, _progress(f"starting '{name}'") as progress:
+        box = lifecycle.start(settings, state, name, on_progress=progress)
+    render.ok(f"'{box.name}' is {box.state.value} at {box.address or box.id}")
+    render.say(f"open Jupyter with: gpubox jupyter {name}")
+
+
+@app.command()
+def down(
+    name: Annotated[str, typer.Argument(help="The box to terminate (AWS) or forget (ssh, local).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for scripts.")] = False,
+) -> None:
+    """Terminate a box and delete its disk (AWS), or forget a host (ssh, local).
+
+    Asks first and says what is deleted; without a terminal and without --yes it
+    deletes nothing.
+
+    Example: gpubox down box1
+    """
+    from gpubox import box as lifecycle
+
+    settings = load_settings()
+    with _open_state(settings) as state, _progress(f"taking '{name}' down") as progress:
+        box = lifecycle.down(
+            settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress
+        )
+    verb = "terminated" if box.provider == "aws" else "forgot"
+    render.ok(f"{verb} '{name}'")
