@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 
-class BoxState(str, enum.Enum):
+class BoxState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     STOPPING = "stopping"
