@@ -47,6 +47,9 @@ class Settings:
     torch_index_url: str = "https://download.pytorch.org/whl"
     pip_index_url: str | None = None
     pip_find_links: str | None = None
+    # Space-separated requirements that replace the framework's packages from the CUDA
+    # table (pin a version, or a wheel that lies in pip_find_links), e.g. "torch==2.13.0".
+    framework_packages: str | None = None
     install_driver: bool = True
     jupyter_port: int = 8888  # on the box, bound to its 127.0.0.1
 
