@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""gpubox idle agent: runs ON the box and stops it when nobody has used it for a while.
+
+Standard library only, Python >= 3.8: it runs on whatever python3 the host has,
+before (and whether or not) the bootstrap's environment exists.
+
+  idle.py check     one poll: read the signals, update state/idle.json, warn at
+                    limit - 5 min, stop at the limit
+  idle.py install --idle-minutes N|off
+                    write the config and schedule `check` (systemd timer, else a
+                    crontab entry, else a nohup loop), or unschedule it with off
+  idle.py status    JSON for the gpubox client (fresh readings, nothing acted on)
+  idle.py loop      what the nohup fallback runs: check, sleep, forever
+  idle.py keep-alive PID
+                    keep the box up while process PID lives
+
+A box is idle only when, for the whole window, no Jupyter kernel was busy or
+active, no interactive SSH terminal saw input or output, every GPU stayed under
+the threshold and no keep-alive process lived. On AWS the stop is an OS shutdown;
+the instance's shutdown behaviour "stop" keeps the disk, and no AWS credentials
+are needed on the box. Files live under ~/.gpubox (GPUBOX_AGENT_HOME moves them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+# Run as a script the folder is on sys.path already; imported (tests, the client) it is not.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from agent_files import load_config, log, path, pid_alive, read_json, write_json  # noqa: E402
+from idle_decision import decide  # noqa: E402
+from idle_schedule import install  # noqa: E402
+from idle_signals import read_signals  # noqa: E402
+
+NOTICE_NAME = "GPUBOX-IDLE-STOP-SOON.txt"
+
+
+# --- acting --------------------------------------------------------------------
+def default_stop_command():
+    return "shutdown -h now" if os.geteuid() == 0 else "sudo -n shutdown -h now"
+
+
+def notice_dirs(config, signals):
+    dirs = list(config.get("notice_dirs") or []) + list(signals.get("jupyter_roots", []))
+    return sorted(set(os.path.expanduser(d) for d in dirs if d))
+
+
+def act(config, signals, actions, now):
+    for kind, text in actions:
+        if kind == "warn":
+            log("warning: " + text, now)
+            if shutil.which("wall"):
+                subprocess.run(
+                    ["wall"], input=text + "\n", text=True, capture_output=True, timeout=20
+                )
+            for folder in notice_dirs(config, signals):
+                try:
+                    with open(os.path.join(folder, NOTICE_NAME), "w") as handle:
+                        handle.write(text + "\n")
+                except OSError:
+                    pass
+        elif kind == "clear":
+            for folder in notice_dirs(config, signals):
+                try:
+                    os.remove(os.path.join(folder, NOTICE_NAME))
+                except OSError:
+                    pass
+        elif kind == "stop":
+            command = config.get("stop_command") or default_stop_command()
+            log("stop: " + text + "; running: " + command, now)
+            done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                log(
+                    f"stop command failed ({done.returncode}): "
+                    + (done.stdout + done.stderr).strip()[-300:]
+                )
+
+
+def check(now=None):
+    config = load_config()
+    now = time.time() if now is None else now
+    signals = read_signals(config)
+    state_file = path("state", "idle.json")
+    state, actions = decide(config, read_json(state_file, {}), signals, now)
+    state["signals"] = signals
+    write_json(state_file, state)
+    act(config, signals, actions, now)
+    return state, actions
+
+
+def status(now=None):
+    """What the client shows: the stored state plus a fresh look, acting on nothing."""
+    config = load_config()
+    now = time.time() if now is None else now
+    stored = read_json(path("state", "idle.json"), {})
+    fresh, _ = decide(config, stored, read_signals(config), now)
+    tail = []
+    try:
+        with open(path("logs", "idle.log")) as handle:
+            tail = handle.read().splitlines()[-10:]
+    except OSError:
+        pass
+    return {
+        "enabled": bool(config.get("enabled")),
+        "idle_minutes": config.get("idle_minutes"),
+        "mode": config.get("mode"),
+        "poll_seconds": config.get("poll_seconds"),
+        "now": now,
+        "last_active": fresh.get("last_active"),
+        "idle_seconds": fresh.get("idle_seconds"),
+        "busy": fresh.get("busy", []),
+        "uncertain": fresh.get("uncertain", []),
+        "last_check": stored.get("last_check"),
+        "warned_at": stored.get("warned_at"),
+        "last_stop": stored.get("last_stop"),
+        "log_tail": tail,
+    }
+
+
+def loop():
+    while True:
+        try:
+            check()
+        except Exception as exc:  # one bad poll must not end the watch
+            log(f"check failed: {exc!r}")
+        time.sleep(float(load_config()["poll_seconds"]))
+
+
+def keep_alive(pid):
+    if not pid_alive(pid):
+        raise SystemExit(f"no process {pid}")
+    os.makedirs(path("keep-alive"), exist_ok=True)
+    with open(path("keep-alive", str(pid)), "w") as handle:
+        handle.write(str(pid))
+    print(f"the box stays up while process {pid} runs")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="idle.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("check", help="one poll: read the signals, warn or stop")
+    sub.add_parser("status", help="JSON for the gpubox client")
+    sub.add_parser("loop", help="check every poll_seconds, forever")
+    keep = sub.add_parser("keep-alive", help="keep the box up while process PID runs")
+    keep.add_argument("pid", type=int)
+    inst = sub.add_parser("install", help="configure and schedule the checks")
+    inst.add_argument("--idle-minutes", required=True, help="minutes, or off")
+    inst.add_argument("--warn-minutes", type=float)
+    inst.add_argument("--poll-seconds", type=float)
+    inst.add_argument("--stop-command", help="instead of shutdown (tests record the call)")
+    inst.add_argument("--jupyter-url")
+    inst.add_argument("--jupyter-token-file")
+    inst.add_argument("--notice-dir", action="append", help="where the warning file goes")
+    inst.add_argument("--mode", default="auto", choices=["auto", "systemd", "cron", "loop", "none"])
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        state, actions = check()
+        print(json.dumps({"idle_seconds": state["idle_seconds"], "actions": actions}))
+    elif args.command == "status":
+        print(json.dumps(status()))
+    elif args.command == "loop":
+        loop()
+    elif args.command == "keep-alive":
+        keep_alive(args.pid)
+    elif args.command == "install":
+        install(args)
+    else:
+        parser.print_help()
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

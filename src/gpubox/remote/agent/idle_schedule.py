@@ -1,0 +1,200 @@
+"""Scheduling the idle checks: a systemd timer, else a crontab entry, else a nohup loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+from agent_files import agent_home, load_config, log, path, pid_alive, read_json, write_json
+from idle_decision import minutes_text
+
+CRON_MARK = "# gpubox-idle"
+UNIT = "gpubox-idle"
+
+
+def has_systemd():
+    return os.path.isdir("/run/systemd/system") and bool(shutil.which("systemctl"))
+
+
+def as_root(argv):
+    """argv run as root: directly when we are root, else through passwordless sudo."""
+    return argv if os.geteuid() == 0 else ["sudo", "-n"] + argv
+
+
+def can_be_root():
+    if os.geteuid() == 0:
+        return True
+    if not shutil.which("sudo"):
+        return False
+    return subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+
+
+def check_command():
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle.py")
+    return [sys.executable or "python3", script, "check"]
+
+
+def install_systemd(config):
+    user = os.environ.get("USER") or ""
+    try:
+        import pwd
+
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        pass
+    env = ["GPUBOX_AGENT_HOME=" + agent_home()]
+    if os.environ.get("GPUBOX_IDLE_STOP_COMMAND"):
+        env.append("GPUBOX_IDLE_STOP_COMMAND=" + os.environ["GPUBOX_IDLE_STOP_COMMAND"])
+    service = (
+        "[Unit]\nDescription=gpubox idle auto-stop check\n\n[Service]\nType=oneshot\n"
+        "User={}\n{}ExecStart={}\n".format(
+            user,
+            "".join(f"Environment={shlex.quote(e)}\n" for e in env),
+            " ".join(shlex.quote(a) for a in check_command()),
+        )
+    )
+    every = int(config["poll_seconds"])
+    timer = (
+        f"[Unit]\nDescription=gpubox idle auto-stop, every {every}s\n\n[Timer]\n"
+        f"OnBootSec=60s\nOnUnitActiveSec={every}s\nAccuracySec=5s\n\n[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    for name, text in ((UNIT + ".service", service), (UNIT + ".timer", timer)):
+        subprocess.run(
+            as_root(["tee", "/etc/systemd/system/" + name]),
+            input=text,
+            text=True,
+            capture_output=True,
+            check=True,
+        )
+    subprocess.run(as_root(["systemctl", "daemon-reload"]), check=True, capture_output=True)
+    subprocess.run(
+        as_root(["systemctl", "enable", "--now", UNIT + ".timer"]), check=True, capture_output=True
+    )
+
+
+def crontab_lines():
+    done = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    lines = done.stdout.splitlines() if done.returncode == 0 else []
+    return [line for line in lines if CRON_MARK not in line]
+
+
+def write_crontab(lines):
+    text = "\n".join(lines) + ("\n" if lines else "")
+    subprocess.run(["crontab", "-"], input=text, text=True, check=True, capture_output=True)
+
+
+def install_cron():
+    job = "* * * * * GPUBOX_AGENT_HOME={} {} >/dev/null 2>&1 {}".format(
+        shlex.quote(agent_home()), " ".join(shlex.quote(a) for a in check_command()), CRON_MARK
+    )
+    write_crontab(crontab_lines() + [job])
+
+
+def stop_loop():
+    pid = read_json(path("state", "idle-loop.json"), {}).get("pid")
+    if pid and pid_alive(pid):
+        try:
+            os.kill(int(pid), 15)
+        except OSError:
+            pass
+    try:
+        os.remove(path("state", "idle-loop.json"))
+    except OSError:
+        pass
+
+
+def install_loop():
+    stop_loop()
+    os.makedirs(path("logs"), exist_ok=True)
+    command = check_command()[:-1] + ["loop"]
+    with open(path("logs", "idle-loop.log"), "a") as out:
+        proc = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    write_json(path("state", "idle-loop.json"), {"pid": proc.pid})
+
+
+def unschedule(mode):
+    if mode == "systemd":
+        subprocess.run(
+            as_root(["systemctl", "disable", "--now", UNIT + ".timer"]), capture_output=True
+        )
+    elif mode == "cron" and shutil.which("crontab"):
+        write_crontab(crontab_lines())
+    elif mode == "loop":
+        stop_loop()
+
+
+def choose_mode(wanted):
+    if wanted != "auto":
+        return wanted
+    if has_systemd() and can_be_root():
+        return "systemd"
+    if shutil.which("crontab"):
+        return "cron"
+    return "loop"
+
+
+MODE_WORDS = {
+    "systemd": "a systemd timer (survives reboots)",
+    "cron": "a crontab entry, every minute (survives reboots)",
+    "loop": "a background loop (nohup; does NOT survive a reboot: no systemd or cron here)",
+    "none": "nothing scheduled (run `idle.py check` yourself)",
+}
+
+
+def install(args):
+    config = load_config()
+    unschedule(config.get("mode", "none"))
+    off = str(args.idle_minutes).lower() in ("off", "none", "never")
+    if not off:
+        minutes = float(args.idle_minutes)
+        if minutes <= 0:
+            raise SystemExit("idle minutes must be above 0, or off")
+        config["idle_minutes"] = minutes
+    config["enabled"] = not off
+    for key in (
+        "warn_minutes",
+        "poll_seconds",
+        "stop_command",
+        "jupyter_url",
+        "jupyter_token_file",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            config[key] = value
+    if os.environ.get("JUPYTER_RUNTIME_DIR"):
+        config["jupyter_runtime_dirs"] = [os.environ["JUPYTER_RUNTIME_DIR"]]
+    if args.notice_dir:
+        config["notice_dirs"] = args.notice_dir
+    mode = "none" if off else choose_mode(args.mode)
+    config["mode"] = mode
+    write_json(path("state", "idle-config.json"), config)
+    # A new limit starts a fresh count, so a lowered limit never stops a box at once.
+    state = read_json(path("state", "idle.json"), {})
+    state.update(last_active=time.time(), warned_at=None, stop_requested_at=None)
+    write_json(path("state", "idle.json"), state)
+    if mode == "systemd":
+        install_systemd(config)
+    elif mode == "cron":
+        install_cron()
+    elif mode == "loop":
+        install_loop()
+    if off:
+        message = "idle auto-stop is off"
+    else:
+        message = "idle auto-stop after {}, checked by {}".format(
+            minutes_text(config["idle_minutes"] * 60), MODE_WORDS[mode]
+        )
+    log("install: " + message)
+    print(json.dumps({"enabled": not off, "mode": mode, "message": message}))
