@@ -1,0 +1,100 @@
+"""An ssh config file for gpubox's boxes, so plain `ssh NAME` (and editors' remote
+plugins) reach them with the same strict, pinned host key as `gpubox ssh NAME`.
+
+gpubox writes only its own file (settings.ssh_config_path). The user's ~/.ssh/config is
+touched once, with consent, to `Include` it, after a backup.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gpubox.errors import ConfirmationRequired
+from gpubox.remote.hostkeys import host_key_alias
+
+if TYPE_CHECKING:
+    from gpubox.config import Settings
+    from gpubox.providers.base import SshEndpoint
+
+HEADER = "# Written by gpubox (`gpubox ssh-config`); edits are overwritten.\n"
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
+def ssh_config_text(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]]) -> str:
+    blocks = [HEADER]
+    for name, endpoint in sorted(boxes, key=lambda item: item[0]):
+        if endpoint.local:
+            continue  # this machine needs no ssh
+        lines = [
+            f"Host {name} {host_key_alias(name)}",
+            f"    HostName {endpoint.host}",
+            f"    Port {endpoint.port}",
+            f"    User {endpoint.user}",
+            f"    UserKnownHostsFile {_quote(settings.known_hosts_path)}",
+            f"    HostKeyAlias {host_key_alias(name)}",
+            "    StrictHostKeyChecking yes",
+        ]
+        if endpoint.key_path is not None:
+            lines += [f"    IdentityFile {_quote(endpoint.key_path)}", "    IdentitiesOnly yes"]
+        if endpoint.proxy_jump:
+            lines.append(f"    ProxyJump {endpoint.proxy_jump}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def write_ssh_config(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]]) -> Path:
+    """Write settings.ssh_config_path with a Host entry per (name, endpoint), atomically."""
+    path = settings.ssh_config_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(ssh_config_text(settings, boxes))
+    os.replace(tmp, path)
+    return path
+
+
+def include_line(settings: Settings) -> str:
+    return f"Include {_quote(settings.ssh_config_path)}"
+
+
+def include_in_user_config(
+    settings: Settings, consent: bool, user_ssh_dir: Path | None = None
+) -> bool:
+    """Put `Include <gpubox's config>` at the top of ~/.ssh/config, once.
+
+    At the top because ssh takes the first value it reads, and an Include below a
+    `Host` line would apply only inside that block. The old file is backed up first.
+    True when the file was changed, False when the Include was already there.
+    """
+    ssh_dir = user_ssh_dir or Path.home() / ".ssh"
+    config = ssh_dir / "config"
+    line = include_line(settings)
+    old = config.read_text() if config.is_file() else ""
+    if any(existing.strip() == line for existing in old.splitlines()):
+        return False
+    if not consent:
+        raise ConfirmationRequired(
+            f"adding `{line}` to {config} needs your yes",
+            hint="run `gpubox ssh-config --install` on a terminal, or add --yes",
+        )
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = 0o600
+    if config.is_file():
+        mode = config.stat().st_mode & 0o777
+        shutil.copy2(config, config.with_name(f"config.gpubox-backup-{time.strftime('%Y%m%d%H%M%S')}"))
+    tmp = config.with_name("config.gpubox-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"# added by gpubox: its boxes as ssh hosts\n{line}\n\n{old}")
+    os.replace(tmp, config)
+    return True
