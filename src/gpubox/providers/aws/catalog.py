@@ -1,0 +1,368 @@
+"""The one place that knows GPU instance types: what each has, where, and what it costs.
+
+Facts come from EC2 itself (describe_instance_types, describe_instance_type_offerings,
+describe_spot_price_history). On-demand prices come from the AWS Price List API when
+it answers, else from the approximate snapshot shipped in gpubox/data/prices.json,
+always with their source and date so nobody mistakes a snapshot for a quote.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from gpubox.errors import GpuboxError, NotFound, did_you_mean
+from gpubox.providers.aws.session import aws_errors, client
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from gpubox.config import Settings
+
+# One line per family: what it is for. The longest matching prefix wins.
+FAMILY_NOTES: dict[str, str] = {
+    "g4dn": "cheapest way to learn (T4, 16 GB)",
+    "g4ad": "AMD Radeon Pro V520; no CUDA",
+    "g5": "A10G 24 GB; good all-rounder for training",
+    "g5g": "Graviton (arm64) with T4G",
+    "g6": "L4 24 GB, inference-optimised; cheap and current",
+    "g6e": "L40S 48 GB; large models on one GPU",
+    "gr6": "L4 with more memory per vCPU",
+    "p3": "V100 (older); FP16 training",
+    "p3dn": "8×V100 32 GB, 100 Gbit networking",
+    "p4d": "8×A100 40 GB; multi-GPU training",
+    "p4de": "8×A100 80 GB",
+    "p5": "8×H100, for scaling",
+    "p5e": "8×H200 141 GB",
+    "p5en": "8×H200, faster networking",
+    "p6": "8×B200 (Blackwell)",
+}
+# Types that AWS lists with GPUs but that cannot run CUDA deep learning.
+NON_CUDA_MANUFACTURERS = ("AMD", "Xilinx")
+
+PRICES_RESOURCE = "data/prices.json"
+# Price List API names for regions (its "location" filter wants these).
+PRICING_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Price:
+    value: float  # USD per hour
+    source: str  # "aws-pricing-api", "snapshot", "spot-price-history"
+    date: str  # ISO date (or datetime) the number is from
+
+
+@dataclass(frozen=True)
+class GpuType:
+    name: str
+    gpu_model: str
+    gpu_count: int
+    gpu_memory_gib: float  # per GPU
+    vcpus: int
+    memory_gib: float
+    arch: str  # x86_64 | arm64
+    note: str = ""
+    on_demand: Price | None = None
+    spot: Price | None = None
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+def family_note(type_name: str) -> str:
+    family = type_name.split(".", 1)[0]
+    return FAMILY_NOTES.get(family, "")
+
+
+def _gpu_type_from(info: dict[str, Any]) -> GpuType | None:
+    gpus = info.get("GpuInfo", {}).get("Gpus") or []
+    if not gpus:
+        return None
+    gpu = gpus[0]
+    if gpu.get("Manufacturer") in NON_CUDA_MANUFACTURERS:
+        return None
+    count = sum(int(g.get("Count", 0)) for g in gpus)
+    mem_mib = float(gpu.get("MemoryInfo", {}).get("SizeInMiB", 0))
+    archs = info.get("ProcessorInfo", {}).get("SupportedArchitectures") or ["x86_64"]
+    return GpuType(
+        name=info["InstanceType"],
+        gpu_model=str(gpu.get("Name", "?")),
+        gpu_count=count,
+        gpu_memory_gib=round(mem_mib / 1024, 1),
+        vcpus=int(info.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
+        memory_gib=round(float(info.get("MemoryInfo", {}).get("SizeInMiB", 0)) / 1024, 1),
+        arch="arm64" if "arm64" in archs else "x86_64",
+        note=family_note(info["InstanceType"]),
+    )
+
+
+def _describe_all_types(settings: Settings, region: str) -> list[dict[str, Any]]:
+    with aws_errors(f"listing instance types in {region}"):
+        pages = client(settings, "ec2", region).get_paginator("describe_instance_types")
+        return [t for page in pages.paginate() for t in page.get("InstanceTypes", [])]
+
+
+def _offered_names(settings: Settings, region: str) -> set[str]:
+    with aws_errors(f"listing instance types offered in {region}"):
+        pages = client(settings, "ec2", region).get_paginator("describe_instance_type_offerings")
+        return {
+            o["InstanceType"]
+            for page in pages.paginate(LocationType="region")
+            for o in page.get("InstanceTypeOfferings", [])
+        }
+
+
+def _gpu_matches(gpu_type: GpuType, wanted: Iterable[str]) -> bool:
+    wanted = [w.lower() for w in wanted]
+    model = gpu_type.gpu_model.lower()
+    return not wanted or any(w in model or gpu_type.name.startswith(w) for w in wanted)
+
+
+def gpu_types(
+    settings: Settings,
+    region: str,
+    gpu: str | Iterable[str] | None = None,
+    *,
+    prices: bool = True,
+) -> list[GpuType]:
+    """The CUDA GPU types offered in `region` (optionally only those whose GPU model or
+    family matches one of `gpu`, e.g. "T4", "H100", "g5"), with on-demand and spot prices."""
+    wanted = [gpu] if isinstance(gpu, str) else list(gpu or [])
+    offered = _offered_names(settings, region)
+    found = []
+    for info in _describe_all_types(settings, region):
+        gt = _gpu_type_from(info)
+        if gt and gt.name in offered and _gpu_matches(gt, wanted):
+            found.append(gt)
+    found.sort(key=lambda t: (t.family, t.gpu_count, t.vcpus, t.name))
+    if not prices or not found:
+        return found
+    names = [t.name for t in found]
+    spots = spot_prices(settings, names, region)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        on_demand = list(pool.map(lambda n: on_demand_price(settings, n, region), names))
+    return [
+        replace(t, on_demand=od, spot=spots.get(t.name)) for t, od in zip(found, on_demand, strict=False)
+    ]
+
+
+def describe_type(settings: Settings, type_name: str, region: str) -> dict[str, Any]:
+    """describe_instance_types for one type; NotFound with a suggestion for an unknown name."""
+    import botocore.exceptions
+
+    ec2 = client(settings, "ec2", region)
+    try:
+        found = ec2.describe_instance_types(InstanceTypes=[type_name]).get("InstanceTypes", [])
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code not in ("InvalidInstanceType", "InvalidParameterValue"):
+            with aws_errors(f"looking up {type_name}"):
+                raise
+        found = []
+    if not found:
+        names = [t["InstanceType"] for t in _describe_all_types(settings, region)]
+        raise NotFound(
+            f"'{type_name}' is not an EC2 instance type",
+            hint=did_you_mean(type_name, names) or "`gpubox types` lists the GPU types",
+        )
+    return found[0]
+
+
+def gpu_type(settings: Settings, type_name: str, region: str) -> GpuType:
+    """The GpuType for a name (no prices); NotFound for unknown or GPU-less types."""
+    info = describe_type(settings, type_name, region)
+    found = _gpu_type_from(info)
+    if found is None:
+        raise NotFound(
+            f"{type_name} has no NVIDIA GPU",
+            hint="`gpubox types` lists the GPU types (g4dn.xlarge is the cheapest)",
+        )
+    return found
+
+
+def vcpus_of(settings: Settings, type_name: str, region: str) -> int:
+    """Default vCPUs of a type: what counts against the EC2 vCPU quotas."""
+    info = describe_type(settings, type_name, region)
+    return int(info.get("VCpuInfo", {}).get("DefaultVCpus", 0))
+
+
+# Where a type is offered ----------------------------------------------------
+
+
+def offered_in(settings: Settings, type_name: str, region: str) -> list[str]:
+    """The availability zones of `region` that offer `type_name` (empty: none)."""
+    with aws_errors(f"checking where {type_name} is offered in {region}"):
+        pages = client(settings, "ec2", region).get_paginator("describe_instance_type_offerings")
+        zones = {
+            o["Location"]
+            for page in pages.paginate(
+                LocationType="availability-zone",
+                Filters=[{"Name": "instance-type", "Values": [type_name]}],
+            )
+            for o in page.get("InstanceTypeOfferings", [])
+        }
+    return sorted(zones)
+
+
+def regions_offering(
+    settings: Settings, type_name: str, regions: Iterable[str]
+) -> dict[str, list[str]]:
+    """{region: zones} for the regions among `regions` that offer the type (asked in parallel)."""
+    regions = list(regions)
+
+    def zones(region: str) -> list[str]:
+        try:
+            return offered_in(settings, type_name, region)
+        except GpuboxError:  # a region not enabled for the account: it offers nothing to us
+            return []
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(regions)))) as pool:
+        found = dict(zip(regions, pool.map(zones, regions), strict=False))
+    return {r: z for r, z in found.items() if z}
+
+
+def check_offered(
+    settings: Settings, type_name: str, region: str, other_regions: Iterable[str] = ()
+) -> list[str]:
+    """The zones of `region` offering the type; NotFound naming where it is offered if none."""
+    describe_type(settings, type_name, region)  # unknown names get their suggestion first
+    zones = offered_in(settings, type_name, region)
+    if zones:
+        return zones
+    others = regions_offering(settings, type_name, [r for r in other_regions if r != region])
+    if others:
+        where = ", ".join(
+            f"{r} ({len(z)} zone{'s' if len(z) != 1 else ''})"
+            for r, z in sorted(others.items(), key=lambda kv: -len(kv[1]))
+        )
+        hint = f"it is offered in {where}; pass --region"
+    else:
+        hint = "`gpubox types --region R` lists what a region offers"
+    raise NotFound(f"{type_name} is not offered in {region}", hint=hint)
+
+
+# Prices -----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def price_snapshot() -> dict[str, Any]:
+    """The shipped snapshot of approximate public prices (see its "meta")."""
+    from importlib import resources
+
+    text = resources.files("gpubox").joinpath(PRICES_RESOURCE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def snapshot_price(type_name: str, region: str) -> Price | None:
+    data = price_snapshot()
+    value = data.get("on_demand", {}).get(region, {}).get(type_name)
+    if value is None:
+        return None
+    return Price(float(value), "snapshot", data["meta"]["date"])
+
+
+_pricing_lock = threading.Lock()
+# Per settings: False once the Price List API failed, so one failure costs one call only.
+_pricing_usable: dict[Any, bool] = {}
+_price_cache: dict[tuple[Any, str, str], Price | None] = {}
+
+
+def _region_location(settings: Settings, region: str) -> str | None:
+    """The Price List API's "location" for a region, e.g. "US East (N. Virginia)"."""
+    names = price_snapshot().get("locations", {})
+    return names.get(region)
+
+
+def _pricing_api_price(settings: Settings, type_name: str, region: str) -> Price | None:
+    location = _region_location(settings, region)
+    if location is None:
+        return None
+    filters = {
+        "instanceType": type_name,
+        "location": location,
+        "operatingSystem": "Linux",
+        "tenancy": "Shared",
+        "preInstalledSw": "NA",
+        "capacitystatus": "Used",
+    }
+    pricing = client(settings, "pricing", PRICING_REGION)
+    response = pricing.get_products(
+        ServiceCode="AmazonEC2",
+        Filters=[{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in filters.items()],
+        MaxResults=10,
+    )
+    for raw in response.get("PriceList", []):
+        product = json.loads(raw) if isinstance(raw, str) else raw
+        for term in product.get("terms", {}).get("OnDemand", {}).values():
+            for dimension in term.get("priceDimensions", {}).values():
+                usd = dimension.get("pricePerUnit", {}).get("USD")
+                if usd is not None and float(usd) > 0:
+                    date = str(term.get("effectiveDate", ""))[:10] or product.get(
+                        "publicationDate", ""
+                    )
+                    return Price(float(usd), "aws-pricing-api", date)
+    return None
+
+
+def on_demand_price(settings: Settings, type_name: str, region: str) -> Price | None:
+    """Linux on-demand $/h: the Price List API when it answers, else the snapshot, else None."""
+    key = (settings, type_name, region)
+    with _pricing_lock:
+        if key in _price_cache:
+            return _price_cache[key]
+        usable = _pricing_usable.get(settings, True)
+    price = None
+    if usable:
+        try:
+            price = _pricing_api_price(settings, type_name, region)
+        except Exception:  # noqa: BLE001 - any failure (no access, no network, moto): the snapshot
+            with _pricing_lock:
+                _pricing_usable[settings] = False
+    if price is None:
+        price = snapshot_price(type_name, region)
+    with _pricing_lock:
+        _price_cache[key] = price
+    return price
+
+
+def spot_prices(settings: Settings, type_names: list[str], region: str) -> dict[str, Price]:
+    """The current Linux spot price of each type: the lowest over zones of each zone's latest."""
+    import datetime as dt
+
+    latest: dict[tuple[str, str], tuple[Any, float]] = {}
+    now = dt.datetime.now(dt.UTC)
+    with aws_errors(f"reading spot prices in {region}"):
+        pages = client(settings, "ec2", region).get_paginator("describe_spot_price_history")
+        for page in pages.paginate(
+            InstanceTypes=type_names,
+            ProductDescriptions=["Linux/UNIX"],
+            StartTime=now - dt.timedelta(hours=3),
+        ):
+            for item in page.get("SpotPriceHistory", []):
+                key = (item["InstanceType"], item.get("AvailabilityZone", ""))
+                stamp = item.get("Timestamp") or now
+                if key not in latest or stamp > latest[key][0]:
+                    latest[key] = (stamp, float(item["SpotPrice"]))
+    best: dict[str, tuple[float, Any]] = {}
+    for (type_name, _zone), (stamp, value) in latest.items():
+        if type_name not in best or value < best[type_name][0]:
+            best[type_name] = (value, stamp)
+    return {
+        t: Price(v, "spot-price-history", s.isoformat() if hasattr(s, "isoformat") else str(s))
+        for t, (v, s) in best.items()
+    }
+
+
+def spot_price(settings: Settings, type_name: str, region: str) -> Price | None:
+    return spot_prices(settings, [type_name], region).get(type_name)
+
+
+def storage_price_per_gb_month(region: str, volume_type: str = "gp3") -> float:
+    """EBS $/GB-month for a volume type in a region (snapshot data; us-east-1's if unknown)."""
+    table = price_snapshot().get("storage", {}).get(volume_type, {})
+    return float(table.get(region, table.get("default", 0.08)))

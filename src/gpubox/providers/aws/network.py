@@ -1,0 +1,346 @@
+"""A box's way in: its key pair and its security group (SSH from one address only).
+
+The private key is written once, with mode 0600 from the moment the file exists,
+and never printed. AWS cannot hand it out again, so a missing local copy is said
+plainly and nothing is deleted to "fix" it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpubox.errors import GpuboxError, InvalidInput, NotFound
+from gpubox.providers.aws.session import aws_errors, client, error_code
+
+if TYPE_CHECKING:
+    from gpubox.config import Settings
+
+PUBLIC_IP_TIMEOUT_SECONDS = 3.0
+LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+
+
+def resource_name(box_name: str) -> str:
+    """The AWS name of a box's key pair and security group."""
+    return f"gpubox-{box_name}"
+
+
+def tags_for(box_name: str, owner: str, kind: str) -> list[dict[str, str]]:
+    return [
+        {"Key": "gpubox:box", "Value": box_name},
+        {"Key": "gpubox:owner", "Value": owner},
+        {"Key": "gpubox:kind", "Value": kind},
+        {"Key": "Name", "Value": resource_name(box_name)},
+    ]
+
+
+def key_path(settings: Settings, box_name: str) -> Path:
+    return settings.keys_dir / f"{box_name}.pem"
+
+
+# SSH source address ------------------------------------------------------------
+
+
+def check_cidr(text: str) -> str:
+    """A CIDR for an ingress rule; a bare address becomes its /32 (or /128)."""
+    raw = text.strip()
+    try:
+        network = ipaddress.ip_network(raw, strict=True)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(raw, strict=False)
+        except ValueError:
+            raise InvalidInput(
+                f"--ssh-from '{text}' is not an address or CIDR",
+                hint="e.g. --ssh-from 203.0.113.7/32 (your address) or 203.0.113.0/24",
+            ) from None
+        raise InvalidInput(
+            f"--ssh-from '{text}' has host bits set",
+            hint=f"did you mean {network.with_prefixlen}?",
+        ) from None
+    if network.prefixlen == 0:
+        raise InvalidInput(
+            f"--ssh-from {network} would open SSH to the whole internet",
+            hint="admit only your own address or network, e.g. --ssh-from 203.0.113.7/32",
+        )
+    return network.with_prefixlen
+
+
+def detect_public_cidr(settings: Settings) -> str | None:
+    """This machine's public address as a /32 (or /128), asked of settings.public_ip_url."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(
+            settings.public_ip_url, timeout=PUBLIC_IP_TIMEOUT_SECONDS
+        ) as response:
+            text = response.read(100).decode("ascii", "replace").strip()
+        address = ipaddress.ip_address(text)
+    except (OSError, ValueError):
+        return None
+    if address.is_unspecified:
+        return None
+    return f"{address}/{address.max_prefixlen}"
+
+
+def ssh_source(settings: Settings, ssh_from: str | None) -> str:
+    """The CIDR to admit to tcp/22: the flag, the setting, else the detected public /32."""
+    given = ssh_from or settings.ssh_from
+    if given:
+        return check_cidr(given)
+    detected = detect_public_cidr(settings)
+    if detected:
+        return detected
+    raise InvalidInput(
+        f"cannot tell which address to admit to SSH: {settings.public_ip_url} did not answer",
+        hint="pass --ssh-from YOUR.PUBLIC.IP/32 (or a network you trust, e.g. x.y.z.0/24)",
+    )
+
+
+# Key pair ---------------------------------------------------------------------
+
+
+def check_key_file(path: Path) -> None:
+    """The private key must be readable by its owner only, or ssh itself refuses it."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise GpuboxError(
+            f"key file {path} is readable by others (mode {mode:o})",
+            hint=f"chmod 600 {path}",
+        )
+
+
+def _write_private_key(path: Path, material: str) -> None:
+    """Atomically, and 0600 from the first instant: O_EXCL temp file, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(material if material.endswith("\n") else material + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _aws_key_exists(ec2: Any, key_name: str) -> bool:
+    import botocore.exceptions
+
+    try:
+        ec2.describe_key_pairs(KeyNames=[key_name])
+        return True
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "InvalidKeyPair.NotFound":
+            return False
+        with aws_errors(f"looking up key pair {key_name}"):
+            raise
+    return False
+
+
+@dataclass(frozen=True)
+class KeyResult:
+    name: str
+    path: Path
+    created_on_aws: bool
+    created_file: bool
+
+
+def ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) -> KeyResult:
+    """The key pair gpubox-NAME and its private key file, made if missing, reused if both exist."""
+    ec2 = client(settings, "ec2", region)
+    key_name = resource_name(box_name)
+    path = key_path(settings, box_name)
+    on_aws = _aws_key_exists(ec2, key_name)
+    if on_aws and path.exists():
+        check_key_file(path)
+        return KeyResult(key_name, path, False, False)
+    if on_aws:
+        raise GpuboxError(
+            f"key pair {key_name} exists in {region}, but its private key {path} is missing; "
+            "AWS keeps no copy, so it cannot be downloaded again",
+            hint=f"put your copy back at {path} (chmod 600); if it is lost, delete the key pair "
+            f"yourself (`aws ec2 delete-key-pair --region {region} --key-name {key_name}`) "
+            "and run this again",
+        )
+    if path.exists():
+        # Our file outlived the AWS key pair (another region, or deleted): import its public half.
+        check_key_file(path)
+        public = _public_key_of(path)
+        with aws_errors(f"importing key pair {key_name}"):
+            ec2.import_key_pair(
+                KeyName=key_name,
+                PublicKeyMaterial=public.encode(),
+                TagSpecifications=[
+                    {"ResourceType": "key-pair", "Tags": tags_for(box_name, owner, "key-pair")}
+                ],
+            )
+        return KeyResult(key_name, path, True, False)
+    with aws_errors(f"creating key pair {key_name}"):
+        made = ec2.create_key_pair(
+            KeyName=key_name,
+            KeyType="ed25519",
+            KeyFormat="pem",
+            TagSpecifications=[
+                {"ResourceType": "key-pair", "Tags": tags_for(box_name, owner, "key-pair")}
+            ],
+        )
+    try:
+        _write_private_key(path, made["KeyMaterial"])
+    except OSError as exc:
+        ec2.delete_key_pair(KeyName=key_name)
+        raise GpuboxError(f"cannot write the private key to {path}: {exc}") from None
+    return KeyResult(key_name, path, True, True)
+
+
+def _public_key_of(path: Path) -> str:
+    try:
+        done = subprocess.run(
+            ["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GpuboxError(f"cannot read the public key of {path}: {exc}") from None
+    if done.returncode != 0:
+        raise GpuboxError(
+            f"cannot read the public key of {path}: {done.stderr.strip()}",
+            hint="the file is not a usable private key; move it away and run this again",
+        )
+    return done.stdout.strip()
+
+
+# Security group -----------------------------------------------------------------
+
+
+def default_vpc(settings: Settings, region: str) -> str:
+    with aws_errors(f"finding the default VPC in {region}"):
+        vpcs = client(settings, "ec2", region).describe_vpcs(
+            Filters=[{"Name": "isDefault", "Values": ["true"]}]
+        )["Vpcs"]
+    if not vpcs:
+        raise NotFound(
+            f"{region} has no default VPC",
+            hint=f"create one with `aws ec2 create-default-vpc --region {region}`",
+        )
+    return vpcs[0]["VpcId"]
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    id: str
+    created: bool
+
+
+def ensure_security_group(
+    settings: Settings, region: str, box_name: str, owner: str, cidr: str
+) -> GroupResult:
+    """The security group gpubox-NAME in the default VPC, admitting tcp/22 from `cidr` only."""
+    ec2 = client(settings, "ec2", region)
+    group_name = resource_name(box_name)
+    vpc = default_vpc(settings, region)
+    with aws_errors(f"looking up security group {group_name}"):
+        found = ec2.describe_security_groups(
+            Filters=[
+                {"Name": "group-name", "Values": [group_name]},
+                {"Name": "vpc-id", "Values": [vpc]},
+            ]
+        )["SecurityGroups"]
+    created = not found
+    if found:
+        group_id = found[0]["GroupId"]
+    else:
+        with aws_errors(f"creating security group {group_name}"):
+            group_id = ec2.create_security_group(
+                GroupName=group_name,
+                Description=f"gpubox box {box_name}: SSH from one address",
+                VpcId=vpc,
+                TagSpecifications=[
+                    {
+                        "ResourceType": "security-group",
+                        "Tags": tags_for(box_name, owner, "security-group"),
+                    }
+                ],
+            )["GroupId"]
+    try:
+        _admit_ssh(ec2, group_id, cidr)
+    except GpuboxError:
+        if created:
+            ec2.delete_security_group(GroupId=group_id)
+        raise
+    return GroupResult(group_id, created)
+
+
+def _admit_ssh(ec2: Any, group_id: str, cidr: str) -> None:
+    import botocore.exceptions
+
+    ranges: dict[str, Any]
+    if ":" in cidr:
+        ranges = {"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": "gpubox ssh"}]}
+    else:
+        ranges = {"IpRanges": [{"CidrIp": cidr, "Description": "gpubox ssh"}]}
+    try:
+        ec2.authorize_security_group_ingress(
+            GroupId=group_id,
+            IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}],
+        )
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "InvalidPermission.Duplicate":
+            return
+        with aws_errors("admitting SSH"):
+            raise
+
+
+# Cleanup ------------------------------------------------------------------------
+
+
+def _instances_using(ec2: Any, name: str, value: str) -> list[str]:
+    found = ec2.describe_instances(
+        Filters=[
+            {"Name": name, "Values": [value]},
+            {"Name": "instance-state-name", "Values": LIVE_STATES},
+        ]
+    )
+    return [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
+
+
+def delete_security_group_if_unused(settings: Settings, region: str, group_id: str) -> bool:
+    """Delete the group when no live instance uses it; True when it is gone."""
+    import time
+
+    import botocore.exceptions
+
+    ec2 = client(settings, "ec2", region)
+    with aws_errors(f"checking who uses security group {group_id}"):
+        if _instances_using(ec2, "instance.group-id", group_id):
+            return False
+    # A just-terminated instance's network interface lets go of the group a little later.
+    for attempt in range(6):
+        try:
+            ec2.delete_security_group(GroupId=group_id)
+            return True
+        except botocore.exceptions.ClientError as exc:
+            code = error_code(exc)
+            if code == "InvalidGroup.NotFound":
+                return True
+            if code != "DependencyViolation" or attempt == 5:
+                with aws_errors(f"deleting security group {group_id}"):
+                    raise
+            time.sleep(2 * (attempt + 1))
+    return False
+
+
+def delete_key_pair_if_unused(settings: Settings, region: str, key_name: str) -> bool:
+    """Delete the AWS key pair when no live instance uses it; True when it is gone."""
+    ec2 = client(settings, "ec2", region)
+    with aws_errors(f"checking who uses key pair {key_name}"):
+        if _instances_using(ec2, "key-name", key_name):
+            return False
+        if not _aws_key_exists(ec2, key_name):
+            return True
+        ec2.delete_key_pair(KeyName=key_name)
+    return True

@@ -1,0 +1,236 @@
+"""boto3 sessions and clients, and the one place AWS errors become gpubox errors.
+
+Clients are cached per (service, region) for each Settings, with botocore's
+"standard" retry mode and a bound on attempts. boto3 honours AWS_ENDPOINT_URL by
+itself, which is how the tests point the `gpubox` command at a local moto server;
+nothing here sets endpoint_url, so that keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from gpubox.errors import (
+    CapacityError,
+    CredentialsError,
+    GpuboxError,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+)
+
+if TYPE_CHECKING:
+    from gpubox.config import Settings
+    from gpubox.state import State
+
+DEFAULT_REGION = "us-east-1"
+MAX_ATTEMPTS = 5
+REGIONS_KEY = "aws.regions"
+
+CREDENTIALS_HINT = "run `aws configure`, or set AWS_PROFILE (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+
+# Error codes, by what the user can do about them.
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "InsufficientCapacity",
+        "InsufficientCapacityOnHost",
+        "SpotMaxPriceTooLow",
+    }
+)
+QUOTA_CODES = frozenset(
+    {"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"}
+)
+CREDENTIAL_CODES = frozenset(
+    {
+        "AuthFailure",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+    }
+)
+INPUT_CODES = frozenset(
+    {
+        "InvalidParameterValue",
+        "InvalidParameterCombination",
+        "InvalidParameter",
+        "ValidationError",
+        "ValidationException",
+        "MissingParameter",
+        "InvalidAMIID.Malformed",
+        "InvalidInstanceID.Malformed",
+        "InvalidKeyPair.Format",
+        "InvalidPermission.Malformed",
+    }
+)
+# Throttling: safe to retry by hand where botocore's retries are turned off.
+THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+
+
+class AwsSession:
+    """One boto3 Session for one Settings; clients made once per (service, region, purpose)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._clients: dict[tuple[str, str, str], Any] = {}
+
+    def boto(self) -> Any:
+        with self._lock:
+            return self._boto_locked()
+
+    def _boto_locked(self) -> Any:
+        if self._session is None:
+            import boto3
+            import botocore.exceptions
+
+            try:
+                self._session = boto3.Session(profile_name=self.settings.profile)
+            except botocore.exceptions.ProfileNotFound as exc:
+                raise CredentialsError(
+                    f"AWS profile '{self.settings.profile}' is not configured ({exc})",
+                    hint="run `aws configure --profile NAME`, or set `gpubox config profile`",
+                ) from None
+        return self._session
+
+    def default_region(self) -> str:
+        """settings.region, else boto3's configured region, else us-east-1."""
+        if self.settings.region:
+            return self.settings.region
+        return self.boto().region_name or DEFAULT_REGION
+
+    def client(self, service: str, region: str | None = None, purpose: str = "") -> Any:
+        """A cached client. purpose="launch" gives an EC2 client that never retries by itself:
+        real AWS sends InsufficientInstanceCapacity as HTTP 500, which botocore would
+        otherwise retry silently for tens of seconds before saying anything."""
+        region = region or self.default_region()
+        key = (service, region, purpose)
+        with self._lock:
+            found = self._clients.get(key)
+            if found is None:
+                from botocore.config import Config
+
+                attempts = 1 if purpose == "launch" else MAX_ATTEMPTS
+                config = Config(
+                    retries={"mode": "standard", "total_max_attempts": attempts},
+                    connect_timeout=10,
+                    read_timeout=60,
+                    user_agent_extra="gpubox",
+                )
+                found = self._boto_locked().client(service, region_name=region, config=config)
+                self._clients[key] = found
+            return found
+
+
+@lru_cache(maxsize=16)
+def aws_session(settings: Settings) -> AwsSession:
+    """The AwsSession for these settings (Settings is frozen, so it can key a cache)."""
+    return AwsSession(settings)
+
+
+def client(settings: Settings, service: str, region: str | None = None, purpose: str = "") -> Any:
+    return aws_session(settings).client(service, region, purpose)
+
+
+def default_region(settings: Settings) -> str:
+    return aws_session(settings).default_region()
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError, or ""."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def map_error(exc: BaseException, doing: str = "") -> GpuboxError | None:
+    """The gpubox error for a botocore exception, keeping the AWS code; None if not botocore's."""
+    import botocore.exceptions as bex
+
+    prefix = f"{doing}: " if doing else ""
+    if isinstance(exc, (bex.NoCredentialsError, bex.PartialCredentialsError)):
+        return CredentialsError(f"{prefix}no usable AWS credentials ({exc})", hint=CREDENTIALS_HINT)
+    if isinstance(exc, bex.ProfileNotFound):
+        return CredentialsError(f"{prefix}{exc}", hint=CREDENTIALS_HINT)
+    if isinstance(exc, bex.NoRegionError):
+        return InvalidInput(f"{prefix}no AWS region is set", hint="pass --region or set AWS_REGION")
+    if isinstance(exc, (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError)):
+        return GpuboxError(
+            f"{prefix}cannot reach AWS ({exc})",
+            hint="check the network connection (and a proxy, if you use one), then try again",
+        )
+    if isinstance(exc, bex.WaiterError):
+        return GpuboxError(f"{prefix}{exc}")
+    if not isinstance(exc, bex.ClientError):
+        return None
+    code = error_code(exc)
+    text = exc.response.get("Error", {}).get("Message") or str(exc)
+    message = f"{prefix}{text} (AWS {code})" if code else f"{prefix}{text}"
+    if code in CAPACITY_CODES:
+        return CapacityError(
+            message, hint="try another availability zone, region or type, or try again later"
+        )
+    if code in QUOTA_CODES:
+        return QuotaExceeded(
+            message, hint="see `gpubox quota` for your vCPU quotas; an increase can be requested"
+        )
+    if code in CREDENTIAL_CODES:
+        return CredentialsError(message, hint=CREDENTIALS_HINT)
+    if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
+        return CredentialsError(
+            message, hint="the AWS identity in use lacks this permission; ask the account admin"
+        )
+    if code.endswith("NotFound") or code == "ParameterNotFound":
+        return NotFound(message)
+    if code in INPUT_CODES or code.startswith("Invalid"):
+        return InvalidInput(message)
+    return GpuboxError(message)
+
+
+@contextmanager
+def aws_errors(doing: str = "") -> Iterator[None]:
+    """Turn botocore exceptions raised inside into gpubox errors (the AWS code kept)."""
+    try:
+        yield
+    except GpuboxError:
+        raise
+    except Exception as exc:
+        mapped = map_error(exc, doing)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def caller_identity(settings: Settings) -> dict[str, str]:
+    """sts get-caller-identity: Account, Arn, UserId. Raises CredentialsError without credentials."""
+    with aws_errors("checking AWS credentials"):
+        found = client(settings, "sts").get_caller_identity()
+    return {k: found[k] for k in ("Account", "Arn", "UserId") if k in found}
+
+
+def used_regions(state: State) -> list[str]:
+    """Regions gpubox has made something in (state key "aws.regions", a JSON list)."""
+    raw = state.get(REGIONS_KEY)
+    if not raw:
+        return []
+    try:
+        regions = json.loads(raw)
+    except ValueError:
+        return []
+    return [r for r in regions if isinstance(r, str)]
+
+
+def remember_region(state: State, region: str) -> None:
+    regions = used_regions(state)
+    if region not in regions:
+        state.put(REGIONS_KEY, json.dumps(sorted([*regions, region])))
