@@ -1,0 +1,196 @@
+"""The check before a launch, and what to do when AWS has no capacity.
+
+`preflight` answers, in a handful of API calls and before anything is created:
+which region, which zones, does the quota hold the box, what it costs (on-demand,
+and spot against it). `launch_with_failover` then tries one place after another:
+the zones of the region, then the next acceptable type, then (only when asked)
+the next nearest region; one line per try; a region given up on is cleaned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gpubox.config import Settings
+from gpubox.errors import CapacityError, GpuboxError, NotFound, QuotaExceeded
+from gpubox.providers.aws import quotas, regions, spot
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    region: str
+    zone: str
+    instance_type: str
+
+    def __str__(self) -> str:
+        return f"{self.instance_type} in {self.zone}"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    region: str
+    zones: tuple[str, ...]  # of the region, offering instance_type (within --max-price)
+    instance_type: str
+    types: tuple[str, ...]  # every acceptable type, in order
+    vcpus: int
+    quota: quotas.Quota
+    on_demand: float | None
+    spot_price: float | None  # cheapest zone now; None when not spot
+    alternatives: tuple[str, ...]  # other enabled regions, nearest first
+    lines: tuple[str, ...]  # what to tell the user before launching
+
+
+def preflight(
+    settings: Settings,
+    state: Any,
+    *,
+    types: Sequence[str],
+    spot_market: bool,
+    max_price: float | None,
+    ec2_for: Callable[[str], Any],
+    sq_for: Callable[[str], Any],
+    on_demand_price: Callable[[str, str], float | None] | None = None,
+    region: str | None = None,
+) -> LaunchPlan:
+    """Everything `up` checks before creating anything. Raises; never creates.
+
+    API calls: describe_regions 1, describe_instance_types 1, offerings 1 per region
+    looked at (nearest first), describe_instances 1, get_service_quota 1,
+    spot: describe_spot_price_history 1, plus on_demand_price's own (1 Pricing call).
+    """
+    if not types:
+        raise NotFound("no instance type given", hint="pass --type, e.g. --type g5.xlarge")
+    home = region or settings.region
+    all_regions = regions.list_regions(ec2_for(regions.LISTING_REGION))
+    if home:
+        regions.check_region(home, all_regions)  # a typo stops here, with a suggestion
+    # A type that exists nowhere stops here, before any region is searched for it.
+    vcpus = quotas.vcpus_of_types(ec2_for(home or regions.LISTING_REGION), types)
+    choice: regions.RegionChoice | None = None
+    chosen_type = types[0]
+    for candidate in types:
+        try:
+            choice = regions.choose_region(
+                settings, state, candidate, ec2_for, region=region, all_regions=all_regions
+            )
+        except NotFound:
+            if candidate == types[-1]:
+                raise
+            continue
+        chosen_type = candidate
+        break
+    assert choice is not None
+    ec2 = ec2_for(choice.region)
+    quota = quotas.check_room(
+        sq_for(choice.region),
+        ec2,
+        chosen_type,
+        spot=spot_market,
+        region=choice.region,
+        known_vcpus=vcpus,
+    )
+    on_demand = on_demand_price(choice.region, chosen_type) if on_demand_price else None
+    zones, spot_now = choice.zones, None
+    lines = [
+        f"region {choice.region}"
+        + (f" ({choice.latency_ms:.0f} ms from here)" if choice.latency_ms is not None else "")
+        + f", zones {', '.join(choice.zones)}",
+        f"quota '{quota.name}': {quota.free_vcpus} of {int(quota.limit_vcpus)} vCPUs free, "
+        f"{chosen_type} needs {vcpus[chosen_type]}",
+    ]
+    if spot_market:
+        prices = {z: p for z, p in spot.current_prices(ec2, chosen_type).items() if z in zones}
+        allowed = spot.check_max_price(chosen_type, max_price, prices)
+        zones = tuple(z for z in zones if z in allowed or z not in prices)
+        low = spot.cheapest(prices)
+        spot_now = low[1] if low else None
+        lines.append(spot.price_line(chosen_type, spot_now, on_demand))
+    elif on_demand is not None:
+        lines.append(f"{chosen_type} on-demand ${on_demand:.4f}/h")
+    return LaunchPlan(
+        choice.region,
+        tuple(zones),
+        chosen_type,
+        tuple(types),
+        vcpus[chosen_type],
+        quota,
+        on_demand,
+        spot_now,
+        choice.alternatives,
+        tuple(lines),
+    )
+
+
+def attempts(
+    plan: LaunchPlan,
+    *,
+    regions_to_try: Sequence[str] = (),
+    zones_for: Callable[[str, str], Sequence[str]],
+) -> Iterator[Attempt]:
+    """Zones of the region, then the next type, then the next region; offerings asked lazily."""
+    start = plan.types.index(plan.instance_type)
+    for region in (plan.region, *[r for r in regions_to_try if r != plan.region]):
+        for instance_type in plan.types[start:] if region == plan.region else plan.types:
+            if region == plan.region and instance_type == plan.instance_type:
+                zones: Sequence[str] = plan.zones
+            else:
+                zones = zones_for(region, instance_type)
+            for zone in zones:
+                yield Attempt(region, zone, instance_type)
+
+
+def launch_with_failover(
+    tries: Iterable[Attempt],
+    launch: Callable[[Attempt], T],
+    *,
+    on_try: Callable[[str], None],
+    give_up_region: Callable[[str], None] | None = None,
+) -> T:
+    """The first launch that succeeds; one line per try; a region left is cleaned.
+
+    `launch` makes one attempt and, when refused, raises CapacityError or
+    QuotaExceeded having removed what it made for that attempt. A quota refusal
+    skips the rest of that type's family in that region. Any other error stops
+    at once (after cleaning the region).
+    """
+    failures: list[GpuboxError] = []
+    skipped: set[tuple[str, str | None]] = set()
+    current_region: str | None = None
+    number = 0
+    try:
+        for attempt in tries:
+            if current_region is not None and attempt.region != current_region and give_up_region:
+                give_up_region(current_region)
+            current_region = attempt.region
+            family = quotas.family_of(attempt.instance_type)
+            if (attempt.region, family) in skipped:
+                continue
+            number += 1
+            try:
+                result = launch(attempt)
+            except CapacityError as exc:
+                on_try(f"try {number}: {attempt}: no capacity now")
+                failures.append(exc)
+                continue
+            except QuotaExceeded as exc:
+                on_try(f"try {number}: {attempt}: quota reached")
+                failures.append(exc)
+                skipped.add((attempt.region, family))
+                continue
+            on_try(f"try {number}: {attempt}: launched")
+            current_region = None  # this region is kept
+            return result
+    finally:
+        if current_region is not None and give_up_region:
+            give_up_region(current_region)
+    if failures and all(isinstance(f, QuotaExceeded) for f in failures):
+        raise failures[-1]
+    raise CapacityError(
+        f"no capacity anywhere gpubox tried ({number} tries)",
+        hint="try again later, accept more types (--type g6.xlarge,g5.xlarge), "
+        "or allow other regions (--any-region)",
+    )
