@@ -1,0 +1,157 @@
+"""Idle auto-stop, the client side: durations, and the agent on a box read and set through a Runner.
+
+The agent itself (remote/agent/idle.py) runs on the box and needs no AWS credentials:
+it shuts the OS down, and an AWS instance's shutdown behaviour "stop" keeps its disk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpubox.errors import GpuboxError, InvalidInput
+
+if TYPE_CHECKING:
+    from gpubox.remote.runner import Runner
+
+AGENT_DIR_ON_HOST = "~/.gpubox/agent"
+AGENT_ON_HOST = f"{AGENT_DIR_ON_HOST}/idle.py"
+MAX_MINUTES = 7 * 24 * 60
+OFF_WORDS = ("off", "none", "never", "no")
+_UNITS = {"m": 1, "min": 1, "h": 60, "d": 24 * 60}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|min|m)")
+
+DURATION_HINT = "write it like 30m, 2h, 1h30m or 1d (a bare number is minutes), or off"
+
+
+def parse_idle_limit(text: str | int | None) -> int | None:
+    """'30m' -> 30, '2h' -> 120, '1h30m' -> 90, '45' -> 45, 'off' -> None (auto-stop off)."""
+    if text is None:
+        return None
+    raw = str(text).strip().lower()
+    if raw in OFF_WORDS:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", raw):
+        minutes = float(raw)
+    else:
+        compact = raw.replace(" ", "")
+        parts = _PART.findall(compact)
+        if not parts or "".join(n + u for n, u in parts) != compact:
+            raise InvalidInput(f"'{text}' is not a duration", hint=DURATION_HINT)
+        minutes = sum(float(n) * _UNITS[u] for n, u in parts)
+    if minutes <= 0:
+        raise InvalidInput(
+            f"an idle limit of '{text}' would stop the box the moment it starts",
+            hint="give a limit such as 30m, or `off` to turn idle auto-stop off",
+        )
+    if minutes < 1 or minutes != int(minutes):
+        raise InvalidInput(f"'{text}' is not a whole number of minutes", hint=DURATION_HINT)
+    if minutes > MAX_MINUTES:
+        raise InvalidInput(
+            f"an idle limit of '{text}' is more than a week",
+            hint="use `off` if the box should never stop by itself (it then bills until you stop it)",
+        )
+    return int(minutes)
+
+
+def describe_limit(minutes: int | None) -> str:
+    if minutes is None:
+        return "off"
+    hours, rest = divmod(int(minutes), 60)
+    if hours and rest:
+        return f"{hours}h{rest:02d}m"
+    return f"{hours}h" if hours else f"{rest}m"
+
+
+@dataclass(frozen=True)
+class IdleStatus:
+    """The agent's view of one box, as `idle.py status` reports it."""
+
+    enabled: bool
+    limit_minutes: float | None
+    idle_seconds: float | None
+    busy: tuple[str, ...] = ()
+    uncertain: tuple[str, ...] = ()
+    mode: str | None = None
+    last_stop_at: float | None = None
+    last_stop_reason: str | None = None
+    log_tail: tuple[str, ...] = ()
+
+    @classmethod
+    def from_agent(cls, data: dict[str, Any]) -> IdleStatus:
+        last_stop = data.get("last_stop") or {}
+        return cls(
+            enabled=bool(data.get("enabled")),
+            limit_minutes=data.get("idle_minutes") if data.get("enabled") else None,
+            idle_seconds=data.get("idle_seconds"),
+            busy=tuple(data.get("busy") or ()),
+            uncertain=tuple(data.get("uncertain") or ()),
+            mode=data.get("mode"),
+            last_stop_at=last_stop.get("at"),
+            last_stop_reason=last_stop.get("reason"),
+            log_tail=tuple(data.get("log_tail") or ()),
+        )
+
+    def summary(self) -> str:
+        """For a status column: 'idle 12m of 60m', 'busy (kernel 3f2a is busy)', 'off'."""
+        if not self.enabled or self.limit_minutes is None:
+            return "auto-stop off"
+        limit = describe_limit(int(self.limit_minutes)) if self.limit_minutes >= 1 else "<1m"
+        if self.busy:
+            return f"in use ({self.busy[0]}); stops after {limit} idle"
+        idle = describe_limit(int((self.idle_seconds or 0) // 60))
+        return f"idle {idle} of {limit}"
+
+
+def agent_files() -> list[Path]:
+    """The agent's files in this package: what goes to ~/.gpubox/agent on a host."""
+    from importlib import resources
+
+    folder = resources.files("gpubox.remote") / "agent"
+    return sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".py"))
+
+
+def ensure_agent(runner: Runner) -> None:
+    """Copy the agent to the host when it is missing or older than this gpubox's."""
+    for local in agent_files():
+        remote = f"{AGENT_DIR_ON_HOST}/{local.name}"
+        found = runner.run(f"cat {remote} 2>/dev/null || true", check=False).stdout
+        if found != local.read_text():
+            runner.put(local, remote, mode=0o644)
+
+
+def _agent_json(runner: Runner, args: str) -> dict[str, Any]:
+    result = runner.run(f"python3 {AGENT_ON_HOST} {args}", check=False, timeout=60)
+    if not result.ok:
+        raise GpuboxError(
+            f"the idle agent on the box failed ({result.exit_code}): "
+            + (result.stderr or result.stdout).strip()[-300:],
+            hint="`gpubox up NAME` installs it again",
+        )
+    last = (result.stdout.strip().splitlines() or ["{}"])[-1]
+    return json.loads(last)
+
+
+def read_idle_status(runner: Runner) -> IdleStatus | None:
+    """The box's idle limit and idle time; None when the box has no agent (yet)."""
+    if not runner.run(f"test -f {AGENT_ON_HOST}", check=False).ok:
+        return None
+    return IdleStatus.from_agent(_agent_json(runner, "status"))
+
+
+def set_idle_limit(runner: Runner, minutes: int | None) -> str:
+    """Set (or, with None, turn off) the idle limit on the box; what the agent said it did."""
+    ensure_agent(runner)
+    value = "off" if minutes is None else str(int(minutes))
+    answer = _agent_json(runner, f"install --idle-minutes {shlex.quote(value)}")
+    return str(answer.get("message", ""))
+
+
+def idle_log(runner: Runner, lines: int = 20) -> str:
+    """The last lines of the agent's log on the box: each warning and stop with its reason."""
+    result = runner.run(f"tail -n {int(lines)} ~/.gpubox/logs/idle.log 2>/dev/null", check=False)
+    return result.stdout
