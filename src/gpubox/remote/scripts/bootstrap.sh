@@ -1,0 +1,539 @@
+#!/usr/bin/env bash
+# gpubox bootstrap: turns this host into a D2L Jupyter workstation, idempotently.
+#
+# Copied to ~/.gpubox/bootstrap.sh and run by gpubox (gpubox/setup.py), the same way on
+# a cloud box, any SSH host or this machine. Parameterised only by environment
+# variables (the client computes the framework plan from gpubox/frameworks.py):
+#   GPUBOX_FRAMEWORK            pytorch | tensorflow | jax | mxnet
+#   GPUBOX_FRAMEWORK_TAG        the build chosen for the driver's CUDA (cu124, cuda12, cpu)
+#   GPUBOX_FRAMEWORK_PACKAGES   space-separated requirements for that build
+#   GPUBOX_INDEX_URL            the framework's own index, searched before the default
+#   GPUBOX_DEFAULT_INDEX_URL    replaces PyPI (a mirror)
+#   GPUBOX_FIND_LINKS           a folder or URL of wheels
+#   GPUBOX_NOTEBOOKS_URL        the book's notebooks zip
+#   GPUBOX_JUPYTER_PORT, GPUBOX_JUPYTER_TOKEN
+#   GPUBOX_INSTALL_DRIVER       1 | 0
+#   GPUBOX_IDLE_MINUTES         handed to the idle agent
+#   GPUBOX_PYTHON_ENV           uv | conda
+# Each step prints `::gpubox step=NAME status=start|done|skip|fail seconds=N msg=...`
+# on stdout; everything else a step prints goes to ~/.gpubox/logs/NAME.log.
+set -euo pipefail
+
+GPUBOX_DIR="$HOME/.gpubox"
+LOG_DIR="$GPUBOX_DIR/logs"
+STATE_DIR="$GPUBOX_DIR/state"
+VENV="$GPUBOX_DIR/venv"
+NOTEBOOK_DIR="$HOME/d2l"
+# The order of the steps; gpubox/setup.py's STEPS is the same tuple (a test compares them).
+STEPS=(packages driver python framework d2l notebooks device jupyter agent)
+
+FRAMEWORK="${GPUBOX_FRAMEWORK:-pytorch}"
+FRAMEWORK_TAG="${GPUBOX_FRAMEWORK_TAG:-cpu}"
+FRAMEWORK_PACKAGES="${GPUBOX_FRAMEWORK_PACKAGES:-torch}"
+INDEX_URL="${GPUBOX_INDEX_URL:-}"
+NOTEBOOKS_URL="${GPUBOX_NOTEBOOKS_URL:-}"
+JUPYTER_PORT="${GPUBOX_JUPYTER_PORT:-8888}"
+JUPYTER_TOKEN="${GPUBOX_JUPYTER_TOKEN:-}"
+INSTALL_DRIVER="${GPUBOX_INSTALL_DRIVER:-1}"
+IDLE_MINUTES="${GPUBOX_IDLE_MINUTES:-60}"
+PYTHON_ENV="${GPUBOX_PYTHON_ENV:-uv}"
+# Never let uv fetch its own Python: the host's python3 is the one to use.
+export UV_PYTHON_DOWNLOADS=never
+
+case "$FRAMEWORK" in
+  pytorch) MODULE=torch ;;
+  tensorflow) MODULE=tensorflow ;;
+  jax) MODULE=jax ;;
+  mxnet) MODULE=mxnet ;;
+  *) echo "::gpubox step=packages status=fail seconds=0 msg=unknown framework '$FRAMEWORK'"; exit 2 ;;
+esac
+
+mkdir -p "$LOG_DIR" "$STATE_DIR"
+# Markers go to the caller's stdout (fd 3); a step's own output goes to its log.
+exec 3>&1
+
+STEP=""
+STEP_START=0
+STEP_RESULT="done"
+STEP_MSG=""
+FAIL_MSG=""
+
+now_ms() { date +%s%3N; }
+elapsed() { local ms=$(($(now_ms) - STEP_START)); printf '%d.%03d' $((ms / 1000)) $((ms % 1000)); }
+
+marker() {
+  local msg="${4:-}"
+  msg="${msg//$'\n'/ }"
+  printf '::gpubox step=%s status=%s seconds=%s%s\n' "$1" "$2" "$3" "${msg:+ msg=$msg}" >&3
+}
+
+skip() { STEP_RESULT=skip; STEP_MSG="$1"; }
+note() { STEP_MSG="$1"; }
+progress() { echo "$1"; marker "$STEP" start "$(elapsed)" "$1"; }
+fail() { FAIL_MSG="$1"; echo "error: $1"; exit 1; }
+
+on_exit() {
+  local rc=$?
+  if [[ $rc -ne 0 && -n "$STEP" ]]; then
+    local msg="${FAIL_MSG:-exit status $rc; see $LOG_DIR/$STEP.log}"
+    if grep -qs "No space left on device" "$LOG_DIR/$STEP.log"; then
+      msg="the disk is full (No space left on device): free space or use a bigger disk; $msg"
+    fi
+    marker "$STEP" fail "$(elapsed)" "$msg"
+  fi
+}
+trap on_exit EXIT
+
+run_step() {
+  STEP="$1" STEP_RESULT="done" STEP_MSG="" FAIL_MSG=""
+  STEP_START=$(now_ms)
+  marker "$1" start 0.000
+  printf '=== %s step %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >>"$LOG_DIR/$1.log"
+  "step_$1" >>"$LOG_DIR/$1.log" 2>&1 </dev/null
+  marker "$1" "$STEP_RESULT" "$(elapsed)" "$STEP_MSG"
+  STEP=""
+}
+
+# What a step did is kept in ~/.gpubox/state/NAME; a step is done when that matches.
+recorded() { [[ -f "$STATE_DIR/$1" && "$(cat "$STATE_DIR/$1")" == "$2" ]]; }
+record() { printf '%s' "$2" >"$STATE_DIR/$1"; }
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; elif sudo -n true 2>/dev/null; then sudo -n "$@"; else return 1; fi
+}
+can_be_root() { [[ $(id -u) -eq 0 ]] || sudo -n true 2>/dev/null; }
+
+find_uv() {
+  if command -v uv >/dev/null 2>&1; then command -v uv
+  elif [[ -x "$GPUBOX_DIR/tools/bin/uv" ]]; then echo "$GPUBOX_DIR/tools/bin/uv"
+  else return 1; fi
+}
+
+has_module() { "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('$1') is None)" 2>/dev/null; }
+
+nvidia_gpu_present() {
+  [[ -e /dev/nvidia0 ]] || grep -qs 0x10de /sys/bus/pci/devices/*/vendor
+}
+
+# The CUDA version the driver supports, or nothing when there is no working driver.
+driver_cuda() {
+  command -v nvidia-smi >/dev/null 2>&1 || return 0
+  nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9.]*\).*/\1/p' | head -n 1
+}
+
+# pip_install ARGS...: into the venv, with uv when there is one (several times faster).
+pip_install() {
+  local args=()
+  if [[ -n "${GPUBOX_FIND_LINKS:-}" ]]; then args+=(--find-links "$GPUBOX_FIND_LINKS"); fi
+  if [[ -n "${GPUBOX_DEFAULT_INDEX_URL:-}" ]]; then args+=(--index-url "$GPUBOX_DEFAULT_INDEX_URL"); fi
+  local uv_bin
+  if [[ ! -f "$STATE_DIR/conda" ]] && uv_bin=$(find_uv); then
+    echo "+ uv pip install ${args[*]} $*"
+    "$uv_bin" pip install --python "$VENV/bin/python" "${args[@]}" "$@"
+  else
+    echo "+ pip install ${args[*]} $*"
+    "$VENV/bin/python" -m pip install --retries 1 --timeout 30 "${args[@]}" "$@"
+  fi
+}
+
+step_packages() {
+  local missing=()
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+  if ! find_uv >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    missing+=(python3-venv)
+  fi
+  if [[ ${#missing[@]} -eq 0 ]]; then skip "python3 and curl are present"; return 0; fi
+  local how="sudo apt-get install -y ${missing[*]}"
+  if ! command -v apt-get >/dev/null 2>&1 || ! can_be_root; then
+    if [[ " ${missing[*]} " == *" python3 "* ]]; then
+      fail "python3 is missing and gpubox cannot install it (no root, no passwordless sudo, or no apt-get): run '$how' (or your system's equivalent) and run gpubox up again"
+    fi
+    note "missing ${missing[*]} and no passwordless sudo: going on without them (to add them: $how)"
+    return 0
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  note "installed ${missing[*]}"
+}
+
+step_driver() {
+  local cuda
+  cuda=$(driver_cuda)
+  if [[ -n "$cuda" ]]; then
+    local gpu
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)
+    skip "NVIDIA driver present (${gpu:-GPU}), supports CUDA $cuda"
+    return 0
+  fi
+  if ! nvidia_gpu_present; then
+    skip "no NVIDIA GPU on this host: going on with the CPU build of $FRAMEWORK"
+    return 0
+  fi
+  if [[ "$INSTALL_DRIVER" == "0" ]]; then
+    fail "an NVIDIA GPU is present but it has no driver, and install_driver is off: install one (Ubuntu: sudo ubuntu-drivers install --gpgpu) or turn install_driver on"
+  fi
+  if ! grep -qs '^ID=ubuntu' /etc/os-release || ! can_be_root; then
+    fail "an NVIDIA GPU is present but it has no driver; gpubox installs one only on Ubuntu with root or passwordless sudo: install the NVIDIA driver yourself and run gpubox up again"
+  fi
+  progress "installing the NVIDIA driver: this takes about 5 minutes, and a reboot may be needed"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ubuntu-drivers-common
+  as_root ubuntu-drivers install --gpgpu || as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q nvidia-driver-550-server nvidia-utils-550-server
+  as_root modprobe nvidia || true
+  cuda=$(driver_cuda)
+  if [[ -z "$cuda" ]]; then
+    fail "the NVIDIA driver is installed but not loaded: reboot the host (sudo reboot) and run gpubox up again"
+  fi
+  note "installed the NVIDIA driver; it supports CUDA $cuda"
+}
+
+# True when the host's own python3 already has the framework with a working GPU
+# (a Deep Learning AMI): the venv then sees it and nothing big is installed again.
+system_framework_has_gpu() {
+  [[ -n "$(driver_cuda)" ]] || return 1
+  case "$FRAMEWORK" in
+    pytorch) python3 -c "import torch; assert torch.cuda.is_available()" ;;
+    tensorflow) python3 -c "import tensorflow as tf; assert tf.config.list_physical_devices('GPU')" ;;
+    jax) python3 -c "import jax; assert jax.devices()[0].platform == 'gpu'" ;;
+    mxnet) python3 -c "import mxnet; assert mxnet.context.num_gpus() > 0" ;;
+  esac
+}
+
+step_python() {
+  command -v python3 >/dev/null 2>&1 ||
+    fail "python3 is not installed: install it (Ubuntu/Debian: sudo apt-get install -y python3 python3-venv) and run gpubox up again"
+  local env_kind="$PYTHON_ENV" fallback=""
+  if [[ "$env_kind" == conda ]] && ! command -v conda >/dev/null 2>&1; then
+    env_kind=uv
+    fallback="conda was asked for but is not installed: using uv instead; "
+  fi
+  local want
+  want="env=$env_kind python=$(python3 -c 'import sys; print(sys.version.split()[0])')"
+  if recorded python "$want" && "$VENV/bin/python" -c "" 2>/dev/null; then
+    skip "${fallback}$(cat "$STATE_DIR/python_note" 2>/dev/null || echo "$VENV")"
+    return 0
+  fi
+  rm -rf "$VENV" "$STATE_DIR/framework" "$STATE_DIR/d2l" "$STATE_DIR/device" "$STATE_DIR/conda"
+  local site_flag=() reuse=""
+  if system_framework_has_gpu; then
+    site_flag=(--system-site-packages)
+    reuse="reusing the host's $FRAMEWORK with GPU support; "
+    echo "$FRAMEWORK" >"$STATE_DIR/reuse"
+  else
+    rm -f "$STATE_DIR/reuse"
+  fi
+  local made
+  if [[ "$env_kind" == conda ]]; then
+    conda create -y -q -p "$VENV" python pip
+    touch "$STATE_DIR/conda"
+    made="conda env at $VENV"
+  else
+    local uv_bin=""
+    if ! uv_bin=$(find_uv); then
+      # uv is several times faster than pip; it lives in its own small venv.
+      if python3 -m venv "$GPUBOX_DIR/tools" &&
+        "$GPUBOX_DIR/tools/bin/python" -m pip install -q --retries 1 --timeout 30 \
+          ${GPUBOX_FIND_LINKS:+--find-links "$GPUBOX_FIND_LINKS"} uv; then
+        uv_bin="$GPUBOX_DIR/tools/bin/uv"
+      else
+        uv_bin=""
+        echo "could not install uv: using python3 -m venv and pip"
+      fi
+    fi
+    if [[ -n "$uv_bin" ]]; then
+      "$uv_bin" venv --seed -q --python "$(command -v python3)" "${site_flag[@]}" "$VENV"
+      made="uv venv at $VENV"
+    else
+      python3 -m venv "${site_flag[@]}" "$VENV" ||
+        fail "cannot make a Python environment: install python3-venv (sudo apt-get install -y python3-venv) or uv, and run gpubox up again"
+      made="venv at $VENV (pip)"
+    fi
+  fi
+  record python_note "${reuse}${made}"
+  record python "$want"
+  note "${fallback}${reuse}${made}"
+}
+
+step_framework() {
+  local want="framework=$FRAMEWORK tag=$FRAMEWORK_TAG packages=$FRAMEWORK_PACKAGES"
+  if [[ -f "$STATE_DIR/reuse" ]] && has_module "$MODULE"; then
+    skip "using the host's $FRAMEWORK (it sees the GPU); nothing to install"
+    return 0
+  fi
+  if recorded framework "$want" && has_module "$MODULE"; then
+    skip "$FRAMEWORK ($FRAMEWORK_TAG) is installed"
+    return 0
+  fi
+  local packages
+  read -r -a packages <<<"$FRAMEWORK_PACKAGES"
+  # One quick look first: an index that does not answer costs uv several retries.
+  if [[ -n "$INDEX_URL" ]] && ! curl -fsS --connect-timeout 5 --max-time 15 -o /dev/null "$INDEX_URL/"; then
+    echo "the framework's index $INDEX_URL does not answer: using the default index"
+    pip_install "${packages[@]}"
+    note "$INDEX_URL does not answer; "
+  elif [[ -n "$INDEX_URL" ]]; then
+    if ! pip_install --extra-index-url "$INDEX_URL" "${packages[@]}"; then
+      echo "the framework's index $INDEX_URL could not be used: trying the default index"
+      pip_install "${packages[@]}"
+      note "$INDEX_URL could not be used; "
+    fi
+  else
+    pip_install "${packages[@]}"
+  fi
+  local version
+  version=$("$VENV/bin/python" -c "import $MODULE; print($MODULE.__version__)")
+  record framework "$want"
+  note "${STEP_MSG}$FRAMEWORK $version ($FRAMEWORK_TAG)"
+}
+
+step_d2l() {
+  local want="d2l framework=$FRAMEWORK"
+  if recorded d2l "$want" && has_module d2l; then skip "d2l is installed"; return 0; fi
+  # d2l 1.0.3 pins numpy 1.23.5, which has no wheel for Python >= 3.12: take d2l
+  # without its pins and the current releases of what it uses.
+  pip_install numpy matplotlib pandas scipy requests
+  pip_install --no-deps d2l
+  "$VENV/bin/python" -c "import d2l"
+  record d2l "$want"
+  note "d2l $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("d2l"))')"
+}
+
+# Unpacks the framework's folder of the book's zip into ~/d2l, never overwriting a file.
+unpack_notebooks() {
+  python3 - "$1" "$NOTEBOOK_DIR" "$FRAMEWORK" <<'PY'
+import os, sys, zipfile
+archive, dest, framework = sys.argv[1:]
+with zipfile.ZipFile(archive) as zf:
+    names = [n for n in zf.namelist() if not n.endswith("/")]
+    ours = [n for n in names if n.split("/")[0] == framework] or names
+    added = kept = 0
+    for name in ours:
+        target = os.path.realpath(os.path.join(dest, name))
+        if not target.startswith(os.path.realpath(dest) + os.sep):
+            continue  # a path that climbs out of ~/d2l
+        if os.path.exists(target):
+            kept += 1
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with zf.open(name) as src, open(target, "wb") as out:
+            out.write(src.read())
+        added += 1
+print(f"{added} files added, {kept} already there and kept")
+PY
+}
+
+download() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL --connect-timeout 10 --max-time 300 -o "$2" "$1"
+  else
+    python3 -c "import sys, urllib.request; open(sys.argv[2], 'wb').write(urllib.request.urlopen(sys.argv[1], timeout=30).read())" "$1" "$2"
+  fi
+}
+
+step_notebooks() {
+  local want="url=$NOTEBOOKS_URL framework=$FRAMEWORK"
+  if recorded notebooks "$want" && [[ -d "$NOTEBOOK_DIR" ]]; then
+    skip "notebooks in $NOTEBOOK_DIR"
+    return 0
+  fi
+  mkdir -p "$NOTEBOOK_DIR"
+  local starter="$GPUBOX_DIR/getting-started.ipynb"
+  if [[ -f "$starter" && ! -e "$NOTEBOOK_DIR/getting-started.ipynb" ]]; then
+    cp "$starter" "$NOTEBOOK_DIR/getting-started.ipynb"
+  fi
+  local zip="$GPUBOX_DIR/notebooks.zip.part"
+  if [[ -n "$NOTEBOOKS_URL" ]] && download "$NOTEBOOKS_URL" "$zip"; then
+    local summary
+    summary=$(unpack_notebooks "$zip")
+    rm -f "$zip"
+    note "the book's $FRAMEWORK notebooks in $NOTEBOOK_DIR ($summary)"
+  else
+    rm -f "$zip"
+    note "could not download the book's notebooks from ${NOTEBOOKS_URL:-(no url)}: the getting-started notebook is in $NOTEBOOK_DIR instead"
+  fi
+  record notebooks "$want"
+}
+
+step_device() {
+  local cuda want
+  cuda=$(driver_cuda)
+  want="$(cat "$STATE_DIR/framework" "$STATE_DIR/reuse" 2>/dev/null || true) cuda=${cuda:-none}"
+  if recorded device "$want" && grep -qs '"ok": true' "$STATE_DIR/device.json"; then
+    skip "$(cat "$STATE_DIR/device_note")"
+    return 0
+  fi
+  rm -f "$STATE_DIR/device"
+  local summary
+  if ! summary=$(GPUBOX_EXPECT_GPU="${cuda:+1}" "$VENV/bin/python" - "$FRAMEWORK" "$STATE_DIR/device.json" <<'PY'
+# The document's check, np.zeros((1024, 1024), ctx=npx.gpu()), in each framework.
+import json, os, sys
+framework, out = sys.argv[1:]
+expect_gpu = os.environ.get("GPUBOX_EXPECT_GPU") == "1"
+result = {"framework": framework, "expected_gpu": expect_gpu, "ok": False}
+try:
+    if framework == "pytorch":
+        import torch
+        result["version"] = torch.__version__
+        on_gpu = torch.cuda.is_available()
+        x = torch.zeros((1024, 1024), device="cuda" if on_gpu else "cpu") + 1
+        result["device"] = x.device.type
+        result["gpu_name"] = torch.cuda.get_device_name(0) if on_gpu else None
+        result["built_for_cuda"] = torch.version.cuda
+        total = float(x.sum())
+    elif framework == "mxnet":
+        import mxnet
+        from mxnet import np, npx
+        result["version"] = mxnet.__version__
+        on_gpu = npx.num_gpus() > 0
+        x = np.zeros((1024, 1024), ctx=npx.gpu() if on_gpu else npx.cpu()) + 1
+        result["device"] = x.ctx.device_type
+        total = float(x.sum())
+    elif framework == "tensorflow":
+        import tensorflow as tf
+        result["version"] = tf.__version__
+        on_gpu = bool(tf.config.list_physical_devices("GPU"))
+        with tf.device("/GPU:0" if on_gpu else "/CPU:0"):
+            x = tf.zeros((1024, 1024)) + 1
+        result["device"] = "gpu" if "GPU" in x.device else "cpu"
+        total = float(tf.reduce_sum(x))
+    else:
+        import jax, jax.numpy as jnp
+        result["version"] = jax.__version__
+        x = jnp.zeros((1024, 1024)) + 1
+        result["device"] = next(iter(x.devices())).platform
+        total = float(x.sum())
+    result["sum"] = total
+    on_device = result["device"] in ("cuda", "gpu")
+    if total != 1024 * 1024:
+        result["message"] = f"the check computed {total}, not {1024 * 1024}"
+    elif expect_gpu and not on_device:
+        result["message"] = (
+            f"nvidia-smi shows a GPU but {framework} {result['version']} does not use it: "
+            f"the tensor is on the {result['device']}"
+        )
+    else:
+        result["ok"] = True
+        where = result.get("gpu_name") or result["device"]
+        result["message"] = (
+            f"a 1024x1024 tensor on the GPU ({where}) with {framework} {result['version']}"
+            if on_device else
+            f"no GPU: a 1024x1024 tensor on the CPU with {framework} {result['version']}"
+        )
+except Exception as exc:  # the import or the allocation itself failed
+    result["message"] = f"{framework} failed the device check: {type(exc).__name__}: {exc}"
+with open(out, "w") as f:
+    json.dump(result, f, indent=1)
+print(result["message"])
+sys.exit(0 if result["ok"] else 1)
+PY
+  ); then
+    fail "device check failed: $summary"
+  fi
+  echo "$summary"
+  record device_note "$summary"
+  record device "$want"
+  note "$summary"
+}
+
+jupyter_answers() {
+  curl -fsS --max-time 3 -H "Authorization: token $JUPYTER_TOKEN" \
+    "http://127.0.0.1:$JUPYTER_PORT/api/status" >/dev/null 2>&1
+}
+
+port_in_use() {
+  python3 -c "import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); sys.exit(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) != 0)" "$1"
+}
+
+stop_our_jupyter() {
+  if [[ -f "$STATE_DIR/jupyter-mode" && "$(cat "$STATE_DIR/jupyter-mode")" == systemd ]]; then
+    systemctl --user stop gpubox-jupyter.service 2>/dev/null || true
+  fi
+  if [[ -f "$STATE_DIR/jupyter.pid" ]]; then
+    local pid
+    pid=$(cat "$STATE_DIR/jupyter.pid")
+    if kill "$pid" 2>/dev/null; then
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "$STATE_DIR/jupyter.pid"
+  fi
+}
+
+step_jupyter() {
+  [[ -n "$JUPYTER_TOKEN" ]] || fail "no Jupyter token was given (GPUBOX_JUPYTER_TOKEN)"
+  if jupyter_answers; then
+    skip "Jupyter is running on 127.0.0.1:$JUPYTER_PORT ($(cat "$STATE_DIR/jupyter-mode" 2>/dev/null))"
+    return 0
+  fi
+  stop_our_jupyter
+  if port_in_use "$JUPYTER_PORT"; then
+    fail "port $JUPYTER_PORT on the host is taken by another program: stop it, or choose another port with the setting jupyter_port (gpubox config set jupyter_port 8899)"
+  fi
+  if ! has_module jupyterlab; then pip_install jupyterlab; fi
+  # The token goes in a file only the user can read, not on a command line that
+  # every user of the host can see in `ps`.
+  local config="$GPUBOX_DIR/jupyter_config.json"
+  (umask 077; printf '{"IdentityProvider": {"token": "%s"}}\n' "$JUPYTER_TOKEN" >"$config")
+  local args=(-m jupyterlab --no-browser "--config=$config" --ServerApp.ip=127.0.0.1
+    "--ServerApp.port=$JUPYTER_PORT" --ServerApp.port_retries=0 "--ServerApp.root_dir=$NOTEBOOK_DIR")
+  if [[ $(id -u) -eq 0 ]]; then args+=(--allow-root); fi
+  local mode server_log="$LOG_DIR/jupyter-server.log"
+  if command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1; then
+    # A user unit survives the SSH session; with lingering it also starts after a reboot.
+    mode=systemd
+    local unit_dir="$HOME/.config/systemd/user"
+    mkdir -p "$unit_dir"
+    {
+      echo "[Unit]"; echo "Description=gpubox Jupyter"
+      echo "[Service]"; echo "ExecStart=$VENV/bin/python ${args[*]}"
+      echo "WorkingDirectory=$NOTEBOOK_DIR"; echo "Restart=on-failure"
+      echo "[Install]"; echo "WantedBy=default.target"
+    } >"$unit_dir/gpubox-jupyter.service"
+    loginctl enable-linger "$(id -un)" 2>/dev/null || as_root loginctl enable-linger "$(id -un)" || true
+    systemctl --user daemon-reload
+    systemctl --user enable gpubox-jupyter.service
+    systemctl --user restart gpubox-jupyter.service
+  else
+    # No systemd for this user: a detached process that outlives the SSH session
+    # (not a reboot). fd 3 is closed so the server does not hold the marker stream open.
+    mode="nohup"
+    cd "$NOTEBOOK_DIR"
+    setsid nohup "$VENV/bin/python" "${args[@]}" >>"$server_log" 2>&1 </dev/null 3>&- &
+    echo $! >"$STATE_DIR/jupyter.pid"
+    cd - >/dev/null
+  fi
+  echo "$mode" >"$STATE_DIR/jupyter-mode"
+  for _ in $(seq 300); do
+    if jupyter_answers; then
+      note "Jupyter on 127.0.0.1:$JUPYTER_PORT, root $NOTEBOOK_DIR, kept running by $mode"
+      return 0
+    fi
+    if [[ $mode == nohup ]] && ! kill -0 "$(cat "$STATE_DIR/jupyter.pid")" 2>/dev/null; then
+      tail -n 20 "$server_log"
+      fail "Jupyter exited at start; its log is $server_log"
+    fi
+    sleep 0.2
+  done
+  tail -n 20 "$server_log" 2>/dev/null || true
+  fail "Jupyter did not answer on 127.0.0.1:$JUPYTER_PORT within 60 seconds; its log is $server_log"
+}
+
+step_agent() {
+  local agent="$GPUBOX_DIR/agent/idle.py"
+  if [[ ! -f "$agent" ]]; then skip "no idle agent shipped with this gpubox"; return 0; fi
+  local want
+  want="idle=$IDLE_MINUTES $(cksum <"$agent")"
+  if recorded agent "$want"; then skip "idle agent installed (stops after $IDLE_MINUTES idle minutes)"; return 0; fi
+  # The agent reads the token from a file only the user can read, to see notebook use.
+  (umask 077; printf '%s\n' "$JUPYTER_TOKEN" >"$GPUBOX_DIR/jupyter-token")
+  python3 "$agent" install --idle-minutes "$IDLE_MINUTES" \
+    --jupyter-url "http://127.0.0.1:$JUPYTER_PORT" --jupyter-token-file "$GPUBOX_DIR/jupyter-token"
+  record agent "$want"
+  if [[ "$IDLE_MINUTES" == off ]]; then note "idle auto-stop is off"; return 0; fi
+  note "idle agent installed: stops the box after $IDLE_MINUTES idle minutes"
+}
+
+for step in "${STEPS[@]}"; do
+  run_step "$step"
+done
