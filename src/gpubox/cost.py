@@ -1,0 +1,246 @@
+"""Cost in plain sight: what each box costs now, has cost so far, and costs while stopped.
+
+Pure arithmetic: prices, run history and the clock come in (the clock as `now`), so
+tests fix all three. Compute is priced per second of each run (State.runs, plus the
+instance's launch time when gpubox missed a start); disks and saved images are priced
+per GB-month, prorated over a 730-hour month as AWS does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gpubox.providers.base import Box, BoxState
+
+HOURS_PER_MONTH = 730.0  # AWS's month for GB-month prorating
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A price with where it came from and when: '$0.526/h, aws-pricing-api, 2026-11-01'."""
+
+    value: float
+    unit: str  # "h" or "GB-month"
+    source: str
+    date: str
+
+    def label(self) -> str:
+        return f"${self.value:g}/{self.unit} ({self.source}, {self.date})"
+
+
+@dataclass(frozen=True)
+class BoxCost:
+    name: str
+    state: str
+    per_hour: float | None  # compute, while it runs (None: price unknown)
+    storage_per_month: float  # its disk, running or stopped
+    spent_compute: float  # since gpubox made it
+    spent_storage: float
+    month_compute: float  # since the 1st of this month (UTC)
+    month_storage: float
+    hourly_rate: Rate | None = None
+    storage_rate: Rate | None = None
+    hours_run: float = 0.0
+
+    @property
+    def spent(self) -> float:
+        return self.spent_compute + self.spent_storage
+
+    @property
+    def month(self) -> float:
+        return self.month_compute + self.month_storage
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["hourly_rate"] = self.hourly_rate.__dict__ if self.hourly_rate else None
+        data["storage_rate"] = self.storage_rate.__dict__ if self.storage_rate else None
+        data.update(spent=round(self.spent, 4), month=round(self.month, 4))
+        return data
+
+
+@dataclass(frozen=True)
+class ImageCost:
+    name: str
+    image_id: str
+    region: str
+    size_gb: int
+    per_month: float
+    spent: float
+    month: float
+    rate: Rate | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["rate"] = self.rate.__dict__ if self.rate else None
+        return data
+
+
+@dataclass(frozen=True)
+class CostReport:
+    now: float
+    boxes: tuple[BoxCost, ...]
+    images: tuple[ImageCost, ...]
+
+    @property
+    def running_per_hour(self) -> float:
+        return sum(b.per_hour or 0.0 for b in self.boxes if b.state == BoxState.RUNNING.value)
+
+    @property
+    def kept_per_month(self) -> float:
+        """What stays billed with every box stopped: disks and saved images."""
+        return sum(b.storage_per_month for b in self.boxes) + sum(i.per_month for i in self.images)
+
+    @property
+    def month_so_far(self) -> float:
+        return sum(b.month for b in self.boxes) + sum(i.month for i in self.images)
+
+    @property
+    def spent(self) -> float:
+        return sum(b.spent for b in self.boxes) + sum(i.spent for i in self.images)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now,
+            "running_per_hour": round(self.running_per_hour, 4),
+            "kept_per_month": round(self.kept_per_month, 2),
+            "month_so_far": round(self.month_so_far, 2),
+            "spent": round(self.spent, 2),
+            "boxes": [b.to_dict() for b in self.boxes],
+            "images": [i.to_dict() for i in self.images],
+        }
+
+
+def month_start(now: float) -> float:
+    """The first instant of `now`'s calendar month, UTC (AWS bills by UTC months)."""
+    day = dt.datetime.fromtimestamp(now, dt.UTC)
+    return day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def run_intervals(
+    runs: Iterable[Mapping[str, Any]], box: Box | None, now: float
+) -> list[tuple[float, float, float | None]]:
+    """(start, end, $/h) of each run, overlaps merged; an open run ends now.
+
+    A running box whose launch time no run covers (gpubox did not see it start) gets a
+    run from its launch time, priced at the box's price.
+    """
+    spans: list[tuple[float, float, float | None]] = []
+    for run in runs:
+        start = float(run["started_at"])
+        end = float(run["stopped_at"]) if run.get("stopped_at") is not None else now
+        spans.append((start, min(end, now), run.get("price_per_hour")))
+    if box is not None and box.state is BoxState.RUNNING and box.launched_at:
+        launched = float(box.launched_at)
+        if not any(s <= launched + 60 and launched <= e for s, e, _ in spans):
+            spans.append((launched, now, box.price_per_hour))
+    spans.sort()
+    merged: list[tuple[float, float, float | None]] = []
+    for start, end, price in spans:
+        if end <= start:
+            continue
+        if merged and start < merged[-1][1]:
+            last_end = merged[-1][1]
+            if end > last_end:  # only the part not already counted
+                merged.append((last_end, end, price))
+            continue
+        merged.append((start, end, price))
+    return merged
+
+
+def compute_spend(
+    spans: Sequence[tuple[float, float, float | None]],
+    fallback_price: float | None,
+    since: float | None = None,
+) -> tuple[float, float]:
+    """($ spent, hours run) over the spans, clipped to `since`; a span's own price first."""
+    dollars = hours = 0.0
+    for start, end, price in spans:
+        if since is not None:
+            start = max(start, since)
+        if end <= start:
+            continue
+        span_hours = (end - start) / 3600.0
+        hours += span_hours
+        dollars += span_hours * (price if price is not None else (fallback_price or 0.0))
+    return dollars, hours
+
+
+def storage_spend(gb: float, per_gb_month: float, since: float | None, now: float) -> float:
+    if since is None or since >= now:
+        return 0.0
+    return gb * per_gb_month * (now - since) / 3600.0 / HOURS_PER_MONTH
+
+
+def box_cost(
+    box: Box,
+    runs: Sequence[Mapping[str, Any]],
+    now: float,
+    *,
+    hourly: Rate | None,
+    storage: Rate | None,
+) -> BoxCost:
+    """The cost of one box: $/h now, $/month kept, spent since made, and this month."""
+    spans = run_intervals(runs, box, now)
+    price = hourly.value if hourly else box.price_per_hour
+    spent_compute, hours = compute_spend(spans, price)
+    month = month_start(now)
+    month_compute, _ = compute_spend(spans, price, since=month)
+    gb = float(box.disk_gb or 0)
+    per_gb = storage.value if storage else 0.0
+    born = box.created_at or (spans[0][0] if spans else None)
+    return BoxCost(
+        name=box.name,
+        state=box.state.value,
+        per_hour=price,
+        storage_per_month=round(gb * per_gb, 4),
+        spent_compute=spent_compute,
+        spent_storage=storage_spend(gb, per_gb, born, now),
+        month_compute=month_compute,
+        month_storage=storage_spend(gb, per_gb, max(born, month) if born else None, now),
+        hourly_rate=hourly,
+        storage_rate=storage,
+        hours_run=hours,
+    )
+
+
+def image_cost(
+    name: str,
+    image_id: str,
+    region: str,
+    size_gb: int,
+    created_at: float | None,
+    now: float,
+    rate: Rate | None,
+) -> ImageCost:
+    """A saved image's snapshots, priced at the full volume size (an upper bound: AWS bills
+    the blocks actually stored, which for a fresh image is what the disk holds)."""
+    per_gb = rate.value if rate else 0.0
+    month = month_start(now)
+    return ImageCost(
+        name=name,
+        image_id=image_id,
+        region=region,
+        size_gb=size_gb,
+        per_month=round(size_gb * per_gb, 4),
+        spent=storage_spend(size_gb, per_gb, created_at, now),
+        month=storage_spend(size_gb, per_gb, max(created_at, month) if created_at else None, now),
+        rate=rate,
+    )
+
+
+def report(
+    boxes: Iterable[Box],
+    runs_of: Callable[[str], Sequence[Mapping[str, Any]]],
+    images: Iterable[ImageCost],
+    now: float,
+    *,
+    hourly_of: Callable[[Box], Rate | None],
+    storage_of: Callable[[Box], Rate | None],
+) -> CostReport:
+    costs = tuple(
+        box_cost(b, runs_of(b.name), now, hourly=hourly_of(b), storage=storage_of(b)) for b in boxes
+    )
+    return CostReport(now=now, boxes=costs, images=tuple(images))
