@@ -72,8 +72,13 @@ ec2: 256 SHA256:abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG root@ip-10-0-0-1 (ED
 ec2: -----END SSH HOST KEY FINGERPRINTS-----
 ec2: #############################################################
 -----BEGIN SSH HOST KEY KEYS-----
-ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHf3 root@ip-10-0-0-1
-ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF0aW5nIGtleSBmb3IgdGVzdGluZyBvbmx5ISE= root@ip-10-0-0-1
+ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBNfBzQx7UUJa+K5V2sSh+xRP4VPRCzv5wBHR02qkmzWsRy7Mjuuo2p2YPU3lRI+7aMCWZNFABis77Wk9mQbQwgM= root@ip-10-0-0-1
+ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdyz/ISSU8KQEnfkDBO8DyJIjP1oUAn5ODUWnt+S0Zg root@ip-10-0-0-1
 -----END SSH HOST KEY KEYS-----
 [   13.000000] cloud-init[1234]: Cloud-init v. 23.1 finished
 """
+
+HOST_KEYS = (
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBNfBzQx7UUJa+K5V2sSh+xRP4VPRCzv5wBHR02qkmzWsRy7Mjuuo2p2YPU3lRI+7aMCWZNFABis77Wk9mQbQwgM=",
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdyz/ISSU8KQEnfkDBO8DyJIjP1oUAn5ODUWnt+S0Zg",
+)

@@ -1,0 +1,254 @@
+"""AwsProvider against moto: what launch makes, the way in, and the box's whole life."""
+
+from __future__ import annotations
+
+import http.server
+import stat
+import threading
+
+import pytest
+
+from gpubox.errors import GpuboxError, InvalidInput
+from gpubox.providers.base import BoxSpec, BoxState
+
+SSH_FROM = "203.0.113.7/32"
+
+
+def spec(name: str = "box1", **kw) -> BoxSpec:
+    values = {"type": "g4dn.xlarge", "ssh_from": SSH_FROM, "disk_gb": 80}
+    values.update(kw)
+    return BoxSpec(name=name, provider="aws", **values)
+
+
+def tags(resource: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def instance(ec2, instance_id: str) -> dict:
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+
+
+def gpubox_groups(ec2) -> list[dict]:
+    return [
+        g for g in ec2.describe_security_groups()["SecurityGroups"]
+        if g["GroupName"].startswith("gpubox-")
+    ]
+
+
+def test_launch_tags_instance_and_volume_and_sizes_an_encrypted_gp3_disk(provider, ec2):
+    box = provider.launch(spec())
+    inst = instance(ec2, box.id)
+    assert tags(inst)["gpubox:box"] == "box1"
+    assert tags(inst)["gpubox:kind"] == "instance"
+    assert tags(inst)["gpubox:owner"].startswith("arn:aws:")
+    root = next(m for m in inst["BlockDeviceMappings"] if m["DeviceName"] == inst["RootDeviceName"])
+    assert root["Ebs"]["DeleteOnTermination"] is True
+    volume = ec2.describe_volumes(VolumeIds=[root["Ebs"]["VolumeId"]])["Volumes"][0]
+    assert (volume["Size"], volume["VolumeType"], volume["Encrypted"]) == (80, "gp3", True)
+    assert tags(volume)["gpubox:box"] == "box1"
+    assert tags(volume)["gpubox:kind"] == "volume"
+    assert inst["MetadataOptions"]["HttpTokens"] == "required"
+    behaviour = ec2.describe_instance_attribute(
+        InstanceId=box.id, Attribute="instanceInitiatedShutdownBehavior"
+    )
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+    assert (box.state, box.type, box.region, box.disk_gb) == (
+        BoxState.RUNNING, "g4dn.xlarge", "us-east-1", 80,
+    )
+    assert box.address == inst["PublicIpAddress"]
+    assert box.price_per_hour == pytest.approx(0.526)  # the snapshot: moto has no Price List API
+    assert box.image_id == provider_image(provider, "dlami")
+
+
+def provider_image(provider, alias):
+    from tests.providers.aws.moto_seed import image_id
+
+    return image_id(alias, "x86_64", "us-east-1")
+
+
+def test_launch_admits_ssh_from_the_given_cidr_only(provider, ec2):
+    box = provider.launch(spec(ssh_from="198.51.100.0/24"))
+    (group,) = gpubox_groups(ec2)
+    assert group["GroupId"] == box.get("sg_id")
+    assert tags(group)["gpubox:kind"] == "security-group"
+    rules = [(p["IpProtocol"], p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]])
+             for p in group["IpPermissions"]]
+    assert rules == [("tcp", 22, 22, ["198.51.100.0/24"])]
+
+
+@pytest.fixture
+def address_server():
+    """A local stand-in for checkip: answers every GET with one address."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = b"192.0.2.44\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_launch_admits_the_detected_public_address_as_a_32(aws, settings, address_server, ec2):
+    from dataclasses import replace
+
+    from gpubox.providers.aws import AwsProvider
+
+    prov = AwsProvider(replace(settings, public_ip_url=address_server))
+    prov.launch(spec(ssh_from=None))
+    (group,) = gpubox_groups(ec2)
+    assert [r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"]] == ["192.0.2.44/32"]
+
+
+def test_no_detected_address_and_no_flag_is_an_error_and_makes_nothing(provider, ec2, settings):
+    with pytest.raises(InvalidInput) as caught:
+        provider.launch(spec(ssh_from=None))
+    assert "--ssh-from" in caught.value.hint
+    assert gpubox_groups(ec2) == []
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert ec2.describe_instances()["Reservations"] == []
+    assert not (settings.keys_dir / "box1.pem").exists()
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "10.0.0.1/24", "not-an-address"])
+def test_bad_ssh_from_is_refused_before_anything_is_made(provider, ec2, cidr):
+    with pytest.raises(InvalidInput):
+        provider.launch(spec(ssh_from=cidr))
+    assert gpubox_groups(ec2) == []
+
+
+def test_private_key_is_written_0600_and_the_key_pair_is_ed25519(provider, ec2, settings):
+    box = provider.launch(spec())
+    path = settings.keys_dir / "box1.pem"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(settings.keys_dir.stat().st_mode) == 0o700
+    assert "PRIVATE KEY" in path.read_text()
+    (pair,) = ec2.describe_key_pairs()["KeyPairs"]
+    assert (pair["KeyName"], pair["KeyType"]) == ("gpubox-box1", "ed25519")
+    assert tags(pair)["gpubox:kind"] == "key-pair"
+    assert provider.endpoint(box).key_path == path
+    assert all("PRIVATE KEY" not in m for m in provider.messages)
+
+
+def test_loose_key_file_permissions_are_refused_with_the_chmod_fix(provider, settings):
+    box = provider.launch(spec())
+    path = settings.keys_dir / "box1.pem"
+    path.chmod(0o644)
+    with pytest.raises(GpuboxError) as caught:
+        provider.endpoint(box)
+    assert caught.value.hint == f"chmod 600 {path}"
+
+
+def test_key_pair_on_aws_without_its_local_file_is_explained_and_nothing_deleted(
+    provider, ec2, settings
+):
+    ec2.create_key_pair(KeyName="gpubox-box1", KeyType="ed25519")
+    with pytest.raises(GpuboxError) as caught:
+        provider.launch(spec())
+    assert "cannot be downloaded again" in caught.value.message
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["gpubox-box1"]
+    assert ec2.describe_instances()["Reservations"] == []
+
+
+def test_second_launch_returns_the_same_instance(provider, ec2):
+    first = provider.launch(spec())
+    second = provider.launch(spec())
+    assert second.id == first.id
+    ids = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert ids == [first.id]
+
+
+def test_launching_a_stopped_box_starts_it_instead_of_making_another(provider, ec2):
+    first = provider.stop(provider.launch(spec()))
+    assert first.state is BoxState.STOPPED
+    again = provider.launch(spec())
+    assert (again.id, again.state) == (first.id, BoxState.RUNNING)
+
+
+def test_stop_start_terminate_and_cleanup(provider, ec2, settings):
+    box = provider.launch(spec())
+    stopped = provider.stop(box)
+    assert stopped.state is BoxState.STOPPED
+    assert instance(ec2, box.id)["State"]["Name"] == "stopped"
+    assert provider.stop(stopped).state is BoxState.STOPPED  # stopping twice is harmless
+    started = provider.start(stopped)
+    assert started.state is BoxState.RUNNING and started.launched_at
+    assert provider.find("box1").id == box.id
+    provider.terminate(started)
+    assert instance(ec2, box.id)["State"]["Name"] == "terminated"
+    assert gpubox_groups(ec2) == []
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert not (settings.keys_dir / "box1.pem").exists()
+    assert provider.find("box1") is None
+    with pytest.raises(GpuboxError, match="terminated"):
+        provider.start(started)
+
+
+def test_terminate_keeps_a_key_pair_another_instance_still_uses(provider, ec2, settings):
+    box = provider.launch(spec())
+    # A second instance (made outside gpubox) with the same key pair.
+    other = ec2.run_instances(
+        ImageId=box.image_id, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+        KeyName="gpubox-box1",
+    )["Instances"][0]["InstanceId"]
+    provider.terminate(box)
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["gpubox-box1"]
+    assert (settings.keys_dir / "box1.pem").exists()
+    assert gpubox_groups(ec2) == []
+    assert instance(ec2, other)["State"]["Name"] == "running"
+
+
+def test_spot_launch_is_a_spot_box(provider, ec2):
+    box = provider.launch(spec(spot=True, max_price=0.5))
+    assert box.spot is True
+    assert instance(ec2, box.id).get("InstanceLifecycle") == "spot"
+    provider.terminate(box)
+    assert instance(ec2, box.id)["State"]["Name"] == "terminated"
+
+
+def test_list_finds_boxes_in_every_region_gpubox_used(provider, ec2):
+    provider.launch(spec("east"))
+    provider.launch(spec("west", region="eu-west-1"))
+    boxes = {b.name: b.region for b in provider.list()}
+    assert boxes == {"east": "us-east-1", "west": "eu-west-1"}
+    from gpubox.providers.aws.session import used_regions
+
+    assert used_regions(provider.state) == ["eu-west-1", "us-east-1"]
+
+
+def test_endpoint_pins_host_keys_from_the_console_and_honours_overrides(
+    aws, settings, monkeypatch
+):
+    from dataclasses import replace
+
+    import moto.ec2.responses.general as general
+
+    from gpubox.providers.aws import AwsProvider
+    from tests.providers.aws.moto_seed import CONSOLE_WITH_KEYS, HOST_KEYS
+
+    monkeypatch.setattr(general, "SAMPLE_CONSOLE_OUTPUT", CONSOLE_WITH_KEYS)
+    tuned = replace(settings, ssh_address="127.0.0.1:2222", ssh_jump="jump.example:22")
+    prov = AwsProvider(tuned)
+    box = prov.launch(spec())
+    end = prov.endpoint(box)
+    assert (end.host, end.port, end.user, end.proxy_jump) == (
+        "127.0.0.1", 2222, "ubuntu", "jump.example:22",
+    )
+    assert end.host_keys == HOST_KEYS
+
+
+def test_stopped_box_storage_cost_per_month(provider):
+    from gpubox.providers.aws import monthly_storage_cost
+
+    box = provider.stop(provider.launch(spec()))
+    assert monthly_storage_cost(box) == pytest.approx(80 * 0.08)
