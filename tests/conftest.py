@@ -52,8 +52,11 @@ def isolation(tmp_path, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     # Never ask a real address-detection service.
     monkeypatch.setenv("GPUBOX_PUBLIC_IP_URL", "http://127.0.0.1:9/unreachable")
+    # Never time a real AWS endpoint: region latency is measured against loopback only.
+    monkeypatch.setenv("GPUBOX_LATENCY_ENDPOINT", "tcp://127.0.0.1:9")
+    keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT")
     for name in list(__import__("os").environ):
-        if name.startswith("GPUBOX_") and name not in ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL"):
+        if name.startswith("GPUBOX_") and name not in keep:
             monkeypatch.delenv(name, raising=False)
     yield home
 

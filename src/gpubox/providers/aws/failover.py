@@ -37,7 +37,7 @@ class LaunchPlan:
     instance_type: str
     types: tuple[str, ...]  # every acceptable type, in order
     vcpus: int
-    quota: quotas.Quota
+    quota: quotas.Quota | None  # None: it could not be read
     on_demand: float | None
     spot_price: float | None  # cheapest zone now; None when not spot
     alternatives: tuple[str, ...]  # other enabled regions, nearest first
@@ -85,23 +85,27 @@ def preflight(
         break
     assert choice is not None
     ec2 = ec2_for(choice.region)
-    quota = quotas.check_room(
-        sq_for(choice.region),
-        ec2,
-        chosen_type,
-        spot=spot_market,
-        region=choice.region,
-        known_vcpus=vcpus,
-    )
+    needs = f"{chosen_type} needs {vcpus[chosen_type]} vCPUs"
+    quota: quotas.Quota | None = None
+    try:
+        quota = quotas.check_room(
+            sq_for(choice.region), ec2, chosen_type, spot=spot_market, region=choice.region,
+            known_vcpus=vcpus,
+        )  # fmt: skip
+        quota_line = f"quota '{quota.name}': {quota.free_vcpus} of {int(quota.limit_vcpus)} vCPUs free; {needs}"
+    except GpuboxError:
+        raise  # QuotaExceeded with the numbers, or a type that does not exist
+    except Exception as exc:  # noqa: BLE001
+        # The quota is advice before the launch: without permission to read Service
+        # Quotas (common on restricted student accounts) the launch itself answers
+        # VcpuLimitExceeded, which the failover reports as the quota.
+        quota_line = f"quota: cannot read it here ({type(exc).__name__}); {needs}"
     on_demand = on_demand_price(choice.region, chosen_type) if on_demand_price else None
     zones, spot_now = choice.zones, None
-    lines = [
-        f"region {choice.region}"
-        + (f" ({choice.latency_ms:.0f} ms from here)" if choice.latency_ms is not None else "")
-        + f", zones {', '.join(choice.zones)}",
-        f"quota '{quota.name}': {quota.free_vcpus} of {int(quota.limit_vcpus)} vCPUs free, "
-        f"{chosen_type} needs {vcpus[chosen_type]}",
-    ]
+    latency_text = (
+        f" ({choice.latency_ms:.0f} ms from here)" if choice.latency_ms is not None else ""
+    )
+    lines = [f"region {choice.region}{latency_text}, zones {', '.join(choice.zones)}", quota_line]
     if spot_market:
         prices = {z: p for z, p in spot.current_prices(ec2, chosen_type).items() if z in zones}
         allowed = spot.check_max_price(chosen_type, max_price, prices)
@@ -125,6 +129,22 @@ def preflight(
     )
 
 
+def region_attempts(
+    plan: LaunchPlan, region: str, zones_for: Callable[[str, str], Sequence[str]]
+) -> Iterator[Attempt]:
+    """In one region: each acceptable type in order, each zone that offers it."""
+    types = (
+        plan.types[plan.types.index(plan.instance_type) :] if region == plan.region else plan.types
+    )
+    for instance_type in types:
+        if region == plan.region and instance_type == plan.instance_type:
+            zones: Sequence[str] = plan.zones
+        else:
+            zones = zones_for(region, instance_type)
+        for zone in zones:
+            yield Attempt(region, zone, instance_type)
+
+
 def attempts(
     plan: LaunchPlan,
     *,
@@ -132,15 +152,8 @@ def attempts(
     zones_for: Callable[[str, str], Sequence[str]],
 ) -> Iterator[Attempt]:
     """Zones of the region, then the next type, then the next region; offerings asked lazily."""
-    start = plan.types.index(plan.instance_type)
     for region in (plan.region, *[r for r in regions_to_try if r != plan.region]):
-        for instance_type in plan.types[start:] if region == plan.region else plan.types:
-            if region == plan.region and instance_type == plan.instance_type:
-                zones: Sequence[str] = plan.zones
-            else:
-                zones = zones_for(region, instance_type)
-            for zone in zones:
-                yield Attempt(region, zone, instance_type)
+        yield from region_attempts(plan, region, zones_for)
 
 
 def launch_with_failover(
@@ -194,3 +207,85 @@ def launch_with_failover(
         hint="try again later, accept more types (--type g6.xlarge,g5.xlarge), "
         "or allow other regions (--any-region)",
     )
+
+
+# ---- the launch AwsProvider makes ----------------------------------------------------
+
+
+def configured_region(settings: Settings, spec_region: str | None) -> str | None:
+    """--region, else gpubox's setting, else boto3's (AWS_REGION, profile); None: gpubox picks."""
+    from gpubox.providers.aws import session
+
+    return spec_region or settings.region or session.aws_session(settings).boto().region_name
+
+
+def launch(provider: Any, spec: Any) -> Any:
+    """Preflight, then try zones, types and (with --any-region) regions until one launches.
+
+    Each region's key pair and security group come from provider.launch_context, which
+    deletes what it made when the body raises: a region given up on keeps nothing.
+    """
+    from gpubox.providers.aws import catalog, instances, session
+
+    settings = provider.settings
+    types = tuple(spec.types) or ((spec.type,) if spec.type else ())
+
+    def on_demand(region: str, instance_type: str) -> float | None:
+        found = catalog.on_demand_price(settings, instance_type, region)
+        return found.value if found else None
+
+    with session.aws_errors("checking before launch"):
+        plan = preflight(
+            settings, provider.state, types=types, spot_market=spec.spot,
+            max_price=spec.max_price, on_demand_price=on_demand,
+            ec2_for=lambda r: session.client(settings, "ec2", r),
+            sq_for=lambda r: session.client(settings, "service-quotas", r),
+            region=configured_region(settings, spec.region),
+        )  # fmt: skip
+    for line in plan.lines:
+        provider.say(line)
+    regions_to_try = plan.alternatives if spec.any_region else ()
+
+    def zones_for(region: str, instance_type: str) -> list[str]:
+        with session.aws_errors(f"checking where {instance_type} is offered in {region}"):
+            return regions.zones_offering(session.client(settings, "ec2", region), instance_type)
+
+    last: GpuboxError | None = None
+    tried: list[str] = []
+    for region in (plan.region, *[r for r in regions_to_try if r != plan.region]):
+        tries = list(region_attempts(plan, region, zones_for))  # offerings asked region by region
+        if not tries:
+            continue
+        tried.append(region)
+        try:
+            with provider.launch_context(spec, region, tries[0].instance_type) as ctx:
+                inst = launch_with_failover(
+                    tries,
+                    lambda a, ctx=ctx: instances.launch_attempt(ctx, spec, a.instance_type, a.zone),
+                    on_try=provider.say,
+                )
+            return provider._box(region, inst)
+        except (CapacityError, QuotaExceeded) as exc:
+            provider.say(f"giving up on {region}: {exc.message}")
+            last = exc
+    if isinstance(last, QuotaExceeded):
+        raise last
+    raise CapacityError(
+        f"no capacity for {', '.join(types)} in {', '.join(tried) or plan.region} now",
+        hint="try again later, accept more types (--type g6.xlarge,g5.xlarge)"
+        + ("" if spec.any_region else ", or allow other regions (--any-region)"),
+    )
+
+
+def nearest_region(settings: Settings, instance_type: str) -> str:
+    """The nearest enabled region offering the type (latency cached in the State)."""
+    from gpubox.providers.aws import session
+    from gpubox.state import State
+
+    state = State(settings.state_path)
+    try:
+        with session.aws_errors("choosing a region"):
+            ec2_for = lambda r: session.client(settings, "ec2", r)  # noqa: E731
+            return regions.choose_region(settings, state, instance_type, ec2_for).region
+    finally:
+        state.close()

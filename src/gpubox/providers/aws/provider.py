@@ -38,8 +38,15 @@ HINT_REGIONS = (
 
 
 def choose_region(settings: Settings, spec: BoxSpec) -> str:
-    """spec.region, else settings.region, else boto3's configured region, else us-east-1."""
-    return spec.region or default_region(settings)
+    """spec.region, else settings.region, else boto3's configured region, else the
+    nearest region (measured latency) that offers the type."""
+    from gpubox.providers.aws import failover
+
+    configured = failover.configured_region(settings, spec.region)
+    instance_type = spec.type or (spec.types[0] if spec.types else None)
+    if configured or not instance_type:
+        return configured or default_region(settings)
+    return failover.nearest_region(settings, instance_type)
 
 
 class AwsProvider:
@@ -135,7 +142,15 @@ class AwsProvider:
         return self._launch(spec)
 
     def _launch(self, spec: BoxSpec) -> Box:
-        """One launch in the chosen region (the seam that failover wraps)."""
+        """Preflight (region, offering, quota, price), then zones -> types -> regions."""
+        if self.choose_region is choose_region:
+            from gpubox.providers.aws import failover
+
+            return failover.launch(self, spec)
+        return self._launch_once(spec)
+
+    def _launch_once(self, spec: BoxSpec) -> Box:
+        """One launch in the region an injected chooser gives (no preflight, no failover)."""
         region = self.choose_region(self.settings, spec)
         instance_type = spec.type or (spec.types[0] if spec.types else None)
         if not instance_type:
