@@ -33,9 +33,9 @@ STEPS: tuple[str, ...] = (
     "driver",
     "python",
     "framework",
+    "device",
     "d2l",
     "notebooks",
-    "device",
     "jupyter",
     "agent",
 )

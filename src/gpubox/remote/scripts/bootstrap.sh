@@ -25,7 +25,9 @@ STATE_DIR="$GPUBOX_DIR/state"
 VENV="$GPUBOX_DIR/venv"
 NOTEBOOK_DIR="$HOME/d2l"
 # The order of the steps; gpubox/setup.py's STEPS is the same tuple (a test compares them).
-STEPS=(packages driver python framework d2l notebooks device jupyter agent)
+# The device check comes right after the framework: a build that misses the GPU fails
+# before minutes go into anything else.
+STEPS=(packages driver python framework device d2l notebooks jupyter agent)
 
 FRAMEWORK="${GPUBOX_FRAMEWORK:-pytorch}"
 FRAMEWORK_TAG="${GPUBOX_FRAMEWORK_TAG:-cpu}"
@@ -152,9 +154,16 @@ step_packages() {
     note "missing ${missing[*]} and no passwordless sudo: going on without them (to add them: $how)"
     return 0
   fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-  note "installed ${missing[*]}"
+  # Offline or with a broken mirror, go on: later steps have fallbacks, or say what is missing.
+  if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q -o Acquire::Retries=0 \
+    -o Acquire::http::Timeout=20 &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"; then
+    note "installed ${missing[*]}"
+  elif [[ " ${missing[*]} " == *" python3 "* ]]; then
+    fail "could not install python3 with apt-get (see the log): install it and run gpubox up again"
+  else
+    note "could not install ${missing[*]} with apt-get (offline?): going on without them"
+  fi
 }
 
 step_driver() {
@@ -246,9 +255,16 @@ step_python() {
       "$uv_bin" venv --seed -q --python "$(command -v python3)" "${site_flag[@]}" "$VENV"
       made="uv venv at $VENV"
     else
-      python3 -m venv "${site_flag[@]}" "$VENV" ||
+      # Without ensurepip (Debian's python3-venv) a venv can still be made without its
+      # own pip; with the system's site-packages it then uses the system's pip.
+      if python3 -m venv "${site_flag[@]}" "$VENV"; then
+        made="venv at $VENV (pip)"
+      elif rm -rf "$VENV" && [[ ${#site_flag[@]} -gt 0 ]] &&
+        python3 -m venv --without-pip "${site_flag[@]}" "$VENV" && "$VENV/bin/python" -m pip --version; then
+        made="venv at $VENV (the system's pip)"
+      else
         fail "cannot make a Python environment: install python3-venv (sudo apt-get install -y python3-venv) or uv, and run gpubox up again"
-      made="venv at $VENV (pip)"
+      fi
     fi
   fi
   record python_note "${reuse}${made}"
@@ -524,14 +540,18 @@ step_agent() {
   if [[ ! -f "$agent" ]]; then skip "no idle agent shipped with this gpubox"; return 0; fi
   local want
   want="idle=$IDLE_MINUTES $(cksum <"$agent")"
-  if recorded agent "$want"; then skip "idle agent installed (stops after $IDLE_MINUTES idle minutes)"; return 0; fi
+  if recorded agent "$want"; then skip "$(cat "$STATE_DIR/agent_note" 2>/dev/null)"; return 0; fi
   # The agent reads the token from a file only the user can read, to see notebook use.
   (umask 077; printf '%s\n' "$JUPYTER_TOKEN" >"$GPUBOX_DIR/jupyter-token")
   python3 "$agent" install --idle-minutes "$IDLE_MINUTES" \
     --jupyter-url "http://127.0.0.1:$JUPYTER_PORT" --jupyter-token-file "$GPUBOX_DIR/jupyter-token"
+  if [[ "$IDLE_MINUTES" == off ]]; then
+    record agent_note "idle auto-stop is off"
+  else
+    record agent_note "idle agent installed: stops the box after $IDLE_MINUTES idle minutes"
+  fi
   record agent "$want"
-  if [[ "$IDLE_MINUTES" == off ]]; then note "idle auto-stop is off"; return 0; fi
-  note "idle agent installed: stops the box after $IDLE_MINUTES idle minutes"
+  note "$(cat "$STATE_DIR/agent_note")"
 }
 
 for step in "${STEPS[@]}"; do
