@@ -16,7 +16,6 @@ import os
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpubox.errors import HostUnreachable, InvalidInput
@@ -138,7 +137,8 @@ def scan_host_keys(endpoint: SshEndpoint, timeout: float = 10) -> list[str]:
 
 def _trust_through_jump(endpoint: SshEndpoint, settings: Settings, name: str) -> None:
     # ssh-keyscan cannot go through a jump host; let ssh itself record the new key.
-    from gpubox.remote.ssh import base_options, classify_failure
+    from gpubox.remote.ssh import base_options
+    from gpubox.remote.ssh_errors import classify_failure
 
     argv = ["ssh", *base_options(endpoint, settings, name, multiplex=False)]
     argv = [a.replace("StrictHostKeyChecking=yes", "StrictHostKeyChecking=accept-new") for a in argv]
@@ -183,7 +183,3 @@ def ensure_host_key(
             f"{pin.fingerprints[0]}; later connections must show the same key"
         )
     return pin
-
-
-def pin_path(settings: Settings) -> Path:
-    return settings.known_hosts_path
