@@ -83,7 +83,9 @@ def check_once(metadata: Metadata, record: Path) -> dict | None:
         notice = json.loads(text)
     except ValueError:
         notice = {"action": "unknown", "raw": text}
-    notice["noticed_at"] = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (boxes may run Python 3.8+).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # timezone.utc, not datetime.UTC: boxes may run a Python older than 3.11.
+    now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
+    notice["noticed_at"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_suffix(".tmp")
     tmp.write_text(json.dumps(notice) + "\n")
