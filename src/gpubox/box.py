@@ -204,7 +204,11 @@ def up(
     runner = remote_ssh.runner_for(endpoint, settings, spec.name)
     state.journal(spec.name, "setup")
     result = setup_mod.run_setup(
-        runner, settings, box_name=spec.name, framework=framework, on_event=on_step
+        runner,
+        settings.with_overrides(idle_stop_minutes=idle_limit_for(box, spec)),
+        box_name=spec.name,
+        framework=framework,
+        on_event=on_step,
     )
     state.journal(spec.name, "jupyter")
     url = jupyter.open_jupyter(
@@ -212,6 +216,17 @@ def up(
     )
     state.journal(spec.name, "done", url=url)
     return UpResult(box, created, started, setup=result, url=url)
+
+
+def idle_limit_for(box: Box, spec: BoxSpec) -> int:
+    """Minutes of idleness after which the box stops itself; 0 is off.
+
+    Only boxes gpubox rents (AWS) stop themselves: shutting down this machine, or a
+    host the user reaches over SSH and may share with others, is never gpubox's call.
+    """
+    if box.provider != "aws":
+        return 0
+    return spec.idle_stop_minutes or 0
 
 
 def _record_run(state: State, box: Box) -> None:
