@@ -244,3 +244,69 @@ def report(
         box_cost(b, runs_of(b.name), now, hourly=hourly_of(b), storage=storage_of(b)) for b in boxes
     )
     return CostReport(now=now, boxes=costs, images=tuple(images))
+
+
+# --- prices from the catalog (AWS boxes); others cost nothing gpubox can see -------------
+def hourly_rate(settings: Any, box: Box) -> Rate | None:
+    """$/h of a box: the catalog's on-demand price (Price List API or the shipped snapshot);
+    the price the box itself carries (e.g. its spot price) when the catalog has none."""
+    if box.provider != "aws" or not box.type:
+        return None
+    if not box.spot:
+        from gpubox.providers.aws import catalog
+
+        price = catalog.on_demand_price(settings, box.type, box.region or "")
+        if price is not None:
+            return Rate(price.value, "h", price.source, price.date)
+    if box.price_per_hour is not None:
+        return Rate(box.price_per_hour, "h", "spot price at launch" if box.spot else "box", "")
+    return None
+
+
+def _storage(region: str, kind: str) -> Rate:
+    from gpubox.providers.aws import catalog
+
+    meta = catalog.price_snapshot().get("meta", {})
+    value = catalog.storage_price_per_gb_month(region, kind)
+    return Rate(
+        value, "GB-month", f"{meta.get('source', 'snapshot')} ({kind})", meta.get("date", "")
+    )
+
+
+def disk_rate(region: str) -> Rate:
+    return _storage(region, "gp3")
+
+
+def snapshot_rate(region: str) -> Rate:
+    return _storage(region, "snapshot")
+
+
+def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) -> CostReport:
+    """The cost report of these boxes (from `box.status`) and every saved image."""
+    from gpubox.providers.aws.session import used_regions
+
+    images: list[ImageCost] = []
+    regions = used_regions(state)
+    if regions:
+        from gpubox.providers.aws.saved_images import list_saved_images
+
+        for image in list_saved_images(settings, regions):
+            images.append(
+                image_cost(
+                    image.name,
+                    image.image_id,
+                    image.region,
+                    image.size_gb,
+                    image.created_at,
+                    now,
+                    snapshot_rate(image.region),
+                )  # fmt: skip
+            )
+    return report(
+        boxes,
+        state.runs,
+        images,
+        now,
+        hourly_of=lambda b: hourly_rate(settings, b),
+        storage_of=lambda b: disk_rate(b.region or "") if b.provider == "aws" else None,
+    )

@@ -1,0 +1,361 @@
+"""Commands that keep the bill in sight and work safe: cost, image, images, gc, autostop."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Annotated
+
+import typer
+
+from gpubox.cli import render
+from gpubox.cli.app import app
+from gpubox.cli.app import settings as load_settings
+
+
+@contextlib.contextmanager
+def _state(settings):
+    from gpubox.state import State
+
+    state = State(settings.state_path)
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+def _say(text: str) -> None:
+    render.info(f"… {text}")
+
+
+def _regions(state) -> list[str]:
+    from gpubox.providers.aws.session import used_regions
+
+    return used_regions(state)
+
+
+@app.command()
+def cost(
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the whole report as JSON.")
+    ] = False,
+    refresh: Annotated[
+        bool | None,
+        typer.Option("--refresh/--cached", help="Ask the cloud now / use the local cache only."),
+    ] = None,
+) -> None:
+    """What each box costs per hour, what stopped disks and saved images cost per month,
+    the spend so far since gpubox made each box, and the month so far.
+
+    Prices carry their source and date; compute is counted from each box's run history.
+
+    Example: gpubox cost --json
+    """
+    from gpubox import box as lifecycle
+    from gpubox import cost as cost_mod
+
+    settings = load_settings()
+    with _state(settings) as state:
+        boxes = lifecycle.status(settings, state, refresh=refresh)
+        report = cost_mod.build_report(settings, state, boxes, time.time())
+    if json_out:
+        render.print_json(report.to_dict())
+        return
+    _show_report(report)
+
+
+@app.command()
+def images(
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List your saved images with their size and what they cost per month.
+
+    Example: gpubox images
+    """
+    from gpubox.cost import snapshot_rate
+    from gpubox.providers.aws.saved_images import list_saved_images
+
+    settings = load_settings()
+    with _state(settings) as state:
+        regions = _regions(state)
+    found = list_saved_images(settings, regions) if regions else []
+    if json_out:
+        render.print_json([dict(i.__dict__) for i in found])
+        return
+    if not found:
+        render.info("no saved images; make one with `gpubox image BOX --as NAME`")
+        return
+    rows = []
+    for image in found:
+        per_month = snapshot_rate(image.region).value * image.size_gb
+        made = time.strftime("%Y-%m-%d", time.gmtime(image.created_at)) if image.created_at else ""
+        rows.append((image.name, image.image_id, image.region, image.state, f"{image.size_gb} GB",
+                     render.money(per_month, "/month"), image.box or "", made))  # fmt: skip
+    render.table(["name", "id", "region", "state", "size", "$/month", "from box", "made"], rows)
+    render.say(
+        "`gpubox up NEW --image NAME` starts a box from one; `gpubox image rm NAME` deletes one"
+    )
+
+
+@app.command()
+def image(
+    name: Annotated[
+        str, typer.Argument(help="The box to save as an image; or `rm` to remove one.")
+    ],
+    target: Annotated[
+        str | None, typer.Argument(help="With `rm`: the image (name or ami- id) to remove.")
+    ] = None,
+    as_: Annotated[
+        str | None,
+        typer.Option("--as", help="The image's name (default: BOX-YYYYMMDD-HHMM)."),
+    ] = None,
+    stop: Annotated[
+        bool,
+        typer.Option(
+            "--stop",
+            help="Stop a running box first, so the image is consistent (it stays stopped).",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With `rm`: delete without asking.")
+    ] = False,
+) -> None:
+    """Save a box as an image (an AMI) so new boxes start ready; or `image rm IMAGE` to delete one.
+
+    `gpubox image BOX [--as NAME] [--stop]` makes the image and waits until it is
+    available. `gpubox image rm NAME` deregisters it and deletes its snapshots, after a yes.
+
+    Example: gpubox image box1 --as d2l-ready --stop
+    """
+    if name == "rm":
+        if not target:
+            from gpubox.errors import InvalidInput
+
+            raise InvalidInput(
+                "say which image to remove", hint="gpubox image rm NAME (see `gpubox images`)"
+            )
+        _remove_image(target, yes)
+        return
+    if target:
+        from gpubox.errors import InvalidInput
+
+        raise InvalidInput(
+            f"unexpected '{target}' after the box name",
+            hint=f"to name the image: gpubox image {name} --as {target}",
+        )
+    _create_image(name, as_, stop)
+
+
+def _create_image(box_name: str, image_name: str | None, stop: bool) -> None:
+    from gpubox import box as lifecycle
+    from gpubox.cost import snapshot_rate
+    from gpubox.errors import NotSupported
+    from gpubox.providers.aws.saved_images import check_image_name, create_saved_image
+
+    settings = load_settings()
+    image_name = check_image_name(image_name or f"{box_name}-{time.strftime('%Y%m%d-%H%M')}")
+    with _state(settings) as state:
+        _, box = lifecycle.find_box(settings, state, box_name)
+        if box.provider != "aws":
+            raise NotSupported(
+                f"'{box_name}' is a {box.provider} box; saved images are AWS machine images",
+                hint="an image is made of an AWS box (`gpubox up NAME --type ...`)",
+            )
+        made = create_saved_image(
+            settings, box.region or "", box_name, image_name, stop_first=stop, on_progress=_say
+        )
+        if made.stopped_box:
+            state.run_stopped(box_name, time.time())
+            lifecycle.status(settings, state, box_name, refresh=True)
+    image = made.image
+    per_month = snapshot_rate(image.region).value * image.size_gb
+    render.ok(f"saved image '{image.name}' ({image.image_id}, {image.size_gb} GB, "
+              f"about {render.money(per_month, '/month')} while kept)")  # fmt: skip
+    if made.stopped_box:
+        render.say(f"'{box_name}' is stopped; `gpubox start {box_name}` starts it again")
+    elif not made.consistent:
+        render.warn("imaged while running, without a reboot: files being written just then may "
+                    "be incomplete; --stop makes a consistent image")  # fmt: skip
+    render.say(f"start a box from it: gpubox up NEW --image {image.name}")
+
+
+def _remove_image(wanted: str, yes: bool) -> None:
+    from gpubox.cost import snapshot_rate
+    from gpubox.errors import ConfirmationRequired
+    from gpubox.providers.aws.saved_images import (
+        boxes_using,
+        find_saved_image,
+        remove_saved_image,
+    )
+
+    settings = load_settings()
+    with _state(settings) as state:
+        regions = _regions(state)
+    image = find_saved_image(settings, regions, wanted)
+    used_by = boxes_using(settings, image)
+    per_month = snapshot_rate(image.region).value * image.size_gb
+    what = (f"This deregisters image '{image.name}' ({image.image_id}, {image.region}) and "
+            f"DELETES its snapshots ({', '.join(image.snapshot_ids) or 'none listed'}); "
+            f"it stops costing about {render.money(per_month, '/month')}.")  # fmt: skip
+    if used_by:
+        what += (f" Boxes launched from it keep working: {', '.join(used_by)}; "
+                 "they just cannot be made again from it.")  # fmt: skip
+    if not yes and not render.confirm(what + " Delete it?"):
+        raise ConfirmationRequired(
+            f"not removing image '{image.name}': nothing was deleted",
+            hint=f"run it in a terminal to answer, or: gpubox image rm {wanted} --yes",
+        )
+    removal = remove_saved_image(settings, image)
+    if used_by:
+        render.warn(
+            f"image '{image.name}' was the source of: {', '.join(used_by)} (they keep running)"
+        )
+    if removal.deregistered:
+        render.ok(
+            f"deregistered {image.image_id}; deleted {len(removal.deleted_snapshots)} snapshot(s)"
+        )
+    for resource, why in removal.failed:
+        render.error(
+            f"could not delete {resource}: {why}", "delete it in the EC2 console, or `gpubox gc`"
+        )
+    if removal.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def gc(
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Remove what is found without asking.")
+    ] = False,
+    region: Annotated[
+        str | None,
+        typer.Option(help="Look in this region only (default: every region gpubox used)."),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print what was found as JSON; removes nothing.")
+    ] = False,
+) -> None:
+    """Find what gpubox left in AWS that no box owns any more (volumes, snapshots, images,
+    security groups, key pairs, addresses, second instances), show what each costs, and
+    remove them after a yes. Untagged resources and saved images are never touched.
+
+    Example: gpubox gc --yes
+    """
+    from gpubox.providers.aws import gc as gc_mod
+
+    settings = load_settings()
+    with _state(settings) as state:
+        used = _regions(state)
+        keep = {b.name: b.id for b in state.boxes("aws")}
+    if region and region not in used:
+        render.warn(f"gpubox has no record of using {region}; looking there anyway")
+    regions = [region] if region else used
+    if not regions:
+        render.info("gpubox has not used any AWS region from here: nothing to clean up")
+        return
+    plan = gc_mod.find_garbage(settings, regions, keep)
+    if json_out:
+        render.print_json({"regions": list(plan.regions), "per_month": plan.per_month,
+                           "garbage": [g.__dict__ for g in plan.garbage],
+                           "kept_images": [g.__dict__ for g in plan.kept_images]})  # fmt: skip
+        return
+    _show_plan(plan)
+    if not plan.garbage:
+        return
+    if not yes and not render.confirm(f"Remove these {len(plan.garbage)} things?"):
+        render.info("nothing was removed; `gpubox gc --yes` removes them")
+        return
+    result = gc_mod.collect(settings, plan, on_progress=_say)
+    render.ok(f"removed {len(result.removed)} of {len(plan.garbage)}")
+    for item, why in result.failed:
+        render.error(f"could not remove {item.kind} {item.id} ({item.region}): {why}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def autostop(
+    name: Annotated[str, typer.Argument(help="The box.")],
+    limit: Annotated[
+        str | None,
+        typer.Argument(
+            help="Stop after this long idle: 30m, 2h, 1h30m, or off. Leave out to see it."
+        ),
+    ] = None,
+) -> None:
+    """Set (or show) how long a box may sit idle before it stops itself.
+
+    Idle means: no Jupyter kernel busy or active, no SSH terminal in use, GPUs under 5%,
+    no keep-alive process. The box warns its users 5 minutes before it stops.
+
+    Example: gpubox autostop box1 2h
+    """
+    from gpubox import box as lifecycle
+    from gpubox.idle import describe_limit, parse_idle_limit, read_idle_status, set_idle_limit
+    from gpubox.remote import ssh as remote_ssh
+
+    minutes = parse_idle_limit(limit) if limit is not None else None
+    settings = load_settings()
+    with _state(settings) as state:
+        _, endpoint = lifecycle.endpoint_for(settings, state, name)
+    runner = remote_ssh.runner_for(endpoint, settings, name)
+    if limit is not None:
+        message = set_idle_limit(runner, minutes)
+        render.ok(f"{name}: {message}")
+        if minutes is None:
+            render.warn(f"'{name}' now bills until you stop it: gpubox stop {name}")
+        else:
+            render.say(f"it stops itself after {describe_limit(minutes)} idle")
+        return
+    status = read_idle_status(runner)
+    if status is None:
+        render.say(
+            f"{name}: no idle agent on the box yet; `gpubox autostop {name} 60m` installs it"
+        )
+        return
+    render.say(f"{name}: {status.summary()}")
+    for reason in status.uncertain:
+        render.warn(f"cannot read Jupyter ({reason}); the limit counts double until it can")
+    if status.last_stop_reason:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(status.last_stop_at or 0))
+        render.say(f"last idle stop {when}: {status.last_stop_reason}")
+
+
+def _show_report(report) -> None:
+    rows = []
+    for b in report.boxes:
+        per_hour = (
+            render.money(b.per_hour) if b.per_hour is not None and b.state == "running" else ""
+        )
+        kept = render.money(b.storage_per_month, "/month") if b.storage_per_month else ""
+        rows.append((b.name, b.state, per_hour, kept, f"{b.hours_run:.1f}",
+                     render.money(b.spent, ""), render.money(b.month, "")))  # fmt: skip
+    if rows:
+        render.table(["box", "state", "$/h now", "$/month kept", "hours run", "$ so far",
+                      "$ this month"], rows)  # fmt: skip
+    if report.images:
+        render.table(["image", "region", "size", "$/month", "$ so far", "$ this month"],
+                     [(i.name, i.region, f"{i.size_gb} GB", render.money(i.per_month, "/month"),
+                       render.money(i.spent, ""), render.money(i.month, "")) for i in report.images])  # fmt: skip
+    render.say(f"running now: {render.money(report.running_per_hour)}   kept while stopped: "
+               f"{render.money(report.kept_per_month, '/month')}   this month so far: "
+               f"{render.money(report.month_so_far, '')}")  # fmt: skip
+    sources = sorted({r.label() for b in report.boxes for r in (b.hourly_rate, b.storage_rate) if r}
+                     | {i.rate.label() for i in report.images if i.rate})  # fmt: skip
+    for label in sources:
+        render.info(f"price: {label}")
+
+
+def _show_plan(plan) -> None:
+    if plan.garbage:
+        render.table(["kind", "id", "region", "box", "why", "$/month"],
+                     [(g.kind, g.id, g.region, g.box or "", g.why, render.money(g.per_month, "/month"))
+                      for g in plan.garbage])  # fmt: skip
+        render.say(f"left behind: {len(plan.garbage)} things costing about "
+                   f"{render.money(plan.per_month, '/month')}")  # fmt: skip
+    else:
+        render.ok(f"nothing left behind in {', '.join(plan.regions)}")
+    if plan.kept_images:
+        total = sum(g.per_month for g in plan.kept_images)
+        render.info(f"kept: {len(plan.kept_images)} saved image(s), about "
+                    f"{render.money(total, '/month')}; `gpubox images` lists them")  # fmt: skip

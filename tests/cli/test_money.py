@@ -1,0 +1,178 @@
+"""The money commands, run through gpubox's own entry point against moto (in-process):
+cost, image, images, image rm, gc, autostop, with their bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpubox.providers.base import BoxSpec
+
+REGION = "us-east-1"
+
+
+def gpubox(capsys, *args):
+    """Run `gpubox ARGS` in this process; (exit code, stdout, stderr)."""
+    from gpubox.cli.main import run
+
+    code = 0
+    try:
+        run(list(args))
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def aws(isolation, monkeypatch):
+    from moto import mock_aws
+
+    from tests.providers.aws.moto_seed import seed_images
+
+    monkeypatch.setenv("COLUMNS", "200")
+    with mock_aws():
+        seed_images(REGION)
+        yield
+
+
+@pytest.fixture
+def box1(aws, settings):
+    """An AWS box made by `box.up` (no setup): instance, key, group, state, run history."""
+    from gpubox import box
+    from gpubox.state import State
+
+    state = State(settings.state_path)
+    spec = BoxSpec(name="b1", provider="aws", type="g4dn.xlarge", region=REGION,
+                   ssh_from="198.51.100.7/32", disk_gb=80)  # fmt: skip
+    made = box.up(settings, state, spec, setup=False).box
+    state.close()
+    return made
+
+
+def ec2():
+    import boto3
+
+    return boto3.client("ec2", region_name=REGION)
+
+
+def test_image_images_and_image_rm(capsys, box1):
+    code, out, err = gpubox(capsys, "image", "b1", "--as", "base")
+    assert code == 0, err
+    assert "saved image 'base'" in err and "gpubox up NEW --image base" in out
+    assert "without a reboot" in err  # said plainly: not stopped, so maybe not consistent
+
+    code, out, _ = gpubox(capsys, "images")
+    assert code == 0 and "base" in out and "/month" in out
+    code, out, _ = gpubox(capsys, "images", "--json")
+    listed = json.loads(out)
+    assert [i["name"] for i in listed] == ["base"]
+    snapshots = listed[0]["snapshot_ids"]
+
+    code, _, err = gpubox(capsys, "image", "b1", "--as", "base")
+    assert code == 2 and "already exists" in err and "gpubox image rm base" in err
+
+    code, _, err = gpubox(capsys, "image", "rm", "base")  # no terminal, no --yes
+    assert code == 1 and "nothing was deleted" in err
+    assert ec2().describe_images(Owners=["self"])["Images"]
+
+    code, out, err = gpubox(capsys, "image", "rm", "base", "--yes")
+    assert code == 0, err
+    assert ec2().describe_images(Owners=["self"])["Images"] == []
+    left = {s["SnapshotId"] for s in ec2().describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not left & set(snapshots)
+
+
+def test_image_of_a_box_that_does_not_exist(capsys, box1):
+    code, _, err = gpubox(capsys, "image", "ghost", "--as", "x")
+    assert code == 1 and "no box called 'ghost'" in err
+    assert ec2().describe_images(Owners=["self"])["Images"] == []
+
+
+def test_image_rm_of_an_image_a_box_came_from_is_allowed_and_said(capsys, box1, settings):
+    from gpubox import box
+    from gpubox.state import State
+
+    assert gpubox(capsys, "image", "b1", "--as", "base", "--stop")[0] == 0
+    state = State(settings.state_path)
+    box.up(settings, state, BoxSpec(name="b2", provider="aws", type="g4dn.xlarge", region=REGION,
+                                    image="base", ssh_from="198.51.100.7/32"), setup=False)  # fmt: skip
+    state.close()
+    code, _, err = gpubox(capsys, "image", "rm", "base", "--yes")
+    assert code == 0, err
+    assert "source of: b2" in err
+
+
+def test_image_rm_needs_a_name(capsys, aws):
+    code, _, err = gpubox(capsys, "image", "rm")
+    assert code == 2 and "say which image" in err
+
+
+def test_cost_json_prices_with_source_and_date(capsys, box1):
+    gpubox(capsys, "image", "b1", "--as", "base")
+    code, out, err = gpubox(capsys, "cost", "--json", "--cached")
+    assert code == 0, err
+    report = json.loads(out)
+    (b,) = report["boxes"]
+    assert b["name"] == "b1" and b["state"] == "running"
+    assert b["per_hour"] > 0 and b["hourly_rate"]["source"] and b["hourly_rate"]["date"]
+    assert b["storage_per_month"] == pytest.approx(80 * b["storage_rate"]["value"])
+    assert report["running_per_hour"] == pytest.approx(b["per_hour"])
+    assert [i["name"] for i in report["images"]] == ["base"]
+    code, out, _ = gpubox(capsys, "cost", "--cached")
+    assert code == 0 and "b1" in out and "this month so far" in out
+
+
+def test_gc_lists_then_removes_only_with_yes(capsys, box1):
+    tags = [{"ResourceType": "security-group", "Tags": [{"Key": "gpubox:box", "Value": "gone"}]}]
+    sg = ec2().create_security_group(GroupName="gpubox-gone", Description="x",
+                                     TagSpecifications=tags)["GroupId"]  # fmt: skip
+    code, out, _ = gpubox(capsys, "gc")
+    assert code == 0 and sg in out and "box 'gone' no longer exists" in out
+    assert ec2().describe_security_groups(GroupIds=[sg])["SecurityGroups"]  # no yes: kept
+
+    code, out, err = gpubox(capsys, "gc", "--yes")
+    assert code == 0, err
+    groups = ec2().describe_security_groups()["SecurityGroups"]
+    assert sg not in {g["GroupId"] for g in groups}
+    assert "gpubox-b1" in {g["GroupName"] for g in groups}  # the live box's group stays
+
+
+def test_gc_in_a_region_never_used(capsys, box1):
+    code, out, err = gpubox(capsys, "gc", "--region", "eu-west-2")
+    assert code == 0
+    assert "no record of using eu-west-2" in err and "nothing left behind in eu-west-2" in err
+
+
+def test_gc_with_no_aws_at_all(capsys, aws):
+    code, _, err = gpubox(capsys, "gc")
+    assert code == 0 and "has not used any AWS region" in err
+
+
+@pytest.mark.parametrize("limit", ["0", "banana", "0m"])
+def test_autostop_bad_limits(capsys, aws, limit):
+    code, _, err = gpubox(capsys, "autostop", "b1", limit)
+    assert code == 2 and "error:" in err
+
+
+def test_autostop_on_a_local_box_sets_shows_and_turns_off(capsys, isolation, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "host-home"))
+    monkeypatch.setenv("GPUBOX_IDLE_STOP_COMMAND", f"echo stopped >> {tmp_path}/stops")
+    monkeypatch.setenv("COLUMNS", "200")
+    from gpubox import box, config
+    from gpubox.state import State
+
+    settings = config.load()
+    state = State(settings.state_path)
+    box.up(settings, state, BoxSpec(name="l1", provider="local"), setup=False)
+    state.close()
+    try:
+        code, out, err = gpubox(capsys, "autostop", "l1", "45m")
+        assert code == 0, err
+        assert "idle auto-stop after 45m" in err
+        code, out, err = gpubox(capsys, "autostop", "l1")
+        assert code == 0 and "of 45m" in out
+    finally:
+        code, _, err = gpubox(capsys, "autostop", "l1", "off")
+    assert code == 0 and "bills until you stop it" in err
