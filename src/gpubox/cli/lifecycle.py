@@ -259,7 +259,10 @@ def up(
         return
     if result.url:
         render.say(f"Jupyter: {result.url}")
-    render.say(f"shell: gpubox ssh {box.name}    stop paying: gpubox stop {box.name}")
+    if box.provider == "aws":
+        render.say(f"shell: gpubox ssh {box.name}    stop paying: gpubox stop {box.name}")
+    else:
+        render.say(f"shell: gpubox ssh {box.name}    close the tunnel: gpubox jupyter {box.name} --stop")
 
 
 def _box_rows(boxes):
