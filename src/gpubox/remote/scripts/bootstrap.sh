@@ -251,8 +251,8 @@ step_python() {
         echo "could not install uv: using python3 -m venv and pip"
       fi
     fi
-    if [[ -n "$uv_bin" ]]; then
-      "$uv_bin" venv --seed -q --python "$(command -v python3)" "${site_flag[@]}" "$VENV"
+    # No --seed: uv installs into the venv itself, and seeding pip needs the network.
+    if [[ -n "$uv_bin" ]] && "$uv_bin" venv -q --python "$(command -v python3)" "${site_flag[@]}" "$VENV"; then
       made="uv venv at $VENV"
     else
       # Without ensurepip (Debian's python3-venv) a venv can still be made without its
@@ -266,6 +266,14 @@ step_python() {
         fail "cannot make a Python environment: install python3-venv (sudo apt-get install -y python3-venv) or uv, and run gpubox up again"
       fi
     fi
+  fi
+  if [[ -n "$reuse" ]]; then
+    # The host's python3 may itself be a venv (/opt/torch/.venv on a lent GPU machine):
+    # --system-site-packages would then see only its base Python. A .pth file puts the
+    # host interpreter's own site-packages after the venv's, whatever that python3 is.
+    local venv_site
+    venv_site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    python3 -c "import site; print('\n'.join(site.getsitepackages()))" >"$venv_site/gpubox-host-python.pth"
   fi
   record python_note "${reuse}${made}"
   record python "$want"
