@@ -9,25 +9,34 @@ from tests.providers.aws.moto_seed import seed_images
 
 @pytest.fixture
 def aws(isolation):
-    """A fresh moto world; us-east-1, us-west-2 and eu-west-1 have dlami and ubuntu images."""
+    """A fresh moto world whose us-east-1 has dlami and ubuntu images (other regions:
+    call seed_images(region); each region's moto backend costs about a second)."""
     from moto import mock_aws
 
     with mock_aws():
-        images = {r: seed_images(r) for r in ("us-east-1", "us-west-2", "eu-west-1")}
-        yield images
+        yield {"us-east-1": seed_images("us-east-1")}
 
 
 @pytest.fixture
 def provider(aws, settings):
-    """An AwsProvider that records its progress messages and does not pause between polls."""
+    """An AwsProvider that records its progress messages and does not pause between polls.
+
+    Its region is the plain one (spec, settings, boto3, us-east-1), which also makes
+    `_launch` one launch attempt: these tests are of the provider, not of failover."""
     from gpubox.providers.aws import AwsProvider
 
     messages: list[str] = []
-    prov = AwsProvider(settings, on_progress=messages.append)
+    prov = AwsProvider(settings, on_progress=messages.append, region_chooser=plain_region)
     prov.wait_delay = 0.01
     prov.messages = messages
     yield prov
     prov.state.close()
+
+
+def plain_region(settings, spec):
+    from gpubox.providers.aws.session import default_region
+
+    return spec.region or default_region(settings)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from gpubox.errors import GpuboxError, InvalidInput
 from gpubox.providers.base import BoxSpec, BoxState
+from tests.providers.aws.conftest import plain_region
 
 SSH_FROM = "203.0.113.7/32"
 
@@ -104,7 +105,7 @@ def test_launch_admits_the_detected_public_address_as_a_32(aws, settings, addres
 
     from gpubox.providers.aws import AwsProvider
 
-    prov = AwsProvider(replace(settings, public_ip_url=address_server))
+    prov = AwsProvider(replace(settings, public_ip_url=address_server), region_chooser=plain_region)
     prov.launch(spec(ssh_from=None))
     (group,) = gpubox_groups(ec2)
     assert [r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"]] == ["192.0.2.44/32"]
@@ -217,6 +218,9 @@ def test_spot_launch_is_a_spot_box(provider, ec2):
 
 
 def test_list_finds_boxes_in_every_region_gpubox_used(provider, ec2):
+    from tests.providers.aws.moto_seed import seed_images
+
+    seed_images("eu-west-1")
     provider.launch(spec("east"))
     provider.launch(spec("west", region="eu-west-1"))
     boxes = {b.name: b.region for b in provider.list()}
@@ -238,7 +242,7 @@ def test_endpoint_pins_host_keys_from_the_console_and_honours_overrides(
 
     monkeypatch.setattr(general, "SAMPLE_CONSOLE_OUTPUT", CONSOLE_WITH_KEYS)
     tuned = replace(settings, ssh_address="127.0.0.1:2222", ssh_jump="jump.example:22")
-    prov = AwsProvider(tuned)
+    prov = AwsProvider(tuned, region_chooser=plain_region)
     box = prov.launch(spec())
     end = prov.endpoint(box)
     assert (end.host, end.port, end.user, end.proxy_jump) == (
