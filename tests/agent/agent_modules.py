@@ -9,6 +9,7 @@ from pathlib import Path
 idle = importlib.import_module("gpubox.remote.agent.idle")
 decision = importlib.import_module("idle_decision")
 signals = importlib.import_module("idle_signals")
+schedule = importlib.import_module("idle_schedule")
 
 AGENT_DIR = Path(idle.__file__).parent
 SCRIPT = AGENT_DIR / "idle.py"

@@ -201,3 +201,16 @@ def test_whole_day_box_left_after_work_stops_within_limit_plus_poll():
     stops = [t for t, kind, _ in done if kind == "stop"]
     assert stops, "the box was never stopped"
     assert 30 * MIN <= stops[0] - left <= 30 * MIN + MIN
+
+
+def test_systemd_units_run_the_check_as_the_user_every_poll_and_from_boot():
+    from tests.agent.agent_modules import AGENT_DIR, schedule
+
+    service, timer = schedule.unit_texts(
+        {"poll_seconds": 60}, "ubuntu", ["GPUBOX_AGENT_HOME=/home/ubuntu/.gpubox"]
+    )
+    assert "User=ubuntu\n" in service and "Type=oneshot" in service
+    assert f"{AGENT_DIR / 'idle.py'} check" in service
+    assert "Environment=GPUBOX_AGENT_HOME=/home/ubuntu/.gpubox" in service
+    assert "OnBootSec=60s" in timer and "OnUnitActiveSec=60s" in timer
+    assert "WantedBy=timers.target" in timer

@@ -39,17 +39,9 @@ def check_command():
     return [sys.executable or "python3", script, "check"]
 
 
-def install_systemd(config):
-    user = os.environ.get("USER") or ""
-    try:
-        import pwd
-
-        user = pwd.getpwuid(os.geteuid()).pw_name
-    except (ImportError, KeyError):
-        pass
-    env = ["GPUBOX_AGENT_HOME=" + agent_home()]
-    if os.environ.get("GPUBOX_IDLE_STOP_COMMAND"):
-        env.append("GPUBOX_IDLE_STOP_COMMAND=" + os.environ["GPUBOX_IDLE_STOP_COMMAND"])
+def unit_texts(config, user, env):
+    """The systemd service and timer: the check runs as the box's user, every poll_seconds,
+    from boot on (so it survives reboots)."""
     service = (
         "[Unit]\nDescription=gpubox idle auto-stop check\n\n[Service]\nType=oneshot\n"
         "User={}\n{}ExecStart={}\n".format(
@@ -64,6 +56,21 @@ def install_systemd(config):
         f"OnBootSec=60s\nOnUnitActiveSec={every}s\nAccuracySec=5s\n\n[Install]\n"
         "WantedBy=timers.target\n"
     )
+    return service, timer
+
+
+def install_systemd(config):
+    user = os.environ.get("USER") or ""
+    try:
+        import pwd
+
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        pass
+    env = ["GPUBOX_AGENT_HOME=" + agent_home()]
+    if os.environ.get("GPUBOX_IDLE_STOP_COMMAND"):
+        env.append("GPUBOX_IDLE_STOP_COMMAND=" + os.environ["GPUBOX_IDLE_STOP_COMMAND"])
+    service, timer = unit_texts(config, user, env)
     for name, text in ((UNIT + ".service", service), (UNIT + ".timer", timer)):
         subprocess.run(
             as_root(["tee", "/etc/systemd/system/" + name]),
@@ -185,8 +192,15 @@ def install(args):
     state.update(last_active=time.time(), warned_at=None, stop_requested_at=None)
     write_json(path("state", "idle.json"), state)
     if mode == "systemd":
-        install_systemd(config)
-    elif mode == "cron":
+        try:
+            install_systemd(config)
+        except (OSError, subprocess.SubprocessError) as exc:
+            # A box that must never bill by surprise still gets a watch: the next best one.
+            log(f"systemd timer failed ({exc!r}); falling back")
+            mode = "cron" if shutil.which("crontab") else "loop"
+            config["mode"] = mode
+            write_json(path("state", "idle-config.json"), config)
+    if mode == "cron":
         install_cron()
     elif mode == "loop":
         install_loop()
