@@ -176,3 +176,54 @@ def test_autostop_on_a_local_box_sets_shows_and_turns_off(capsys, isolation, tmp
     finally:
         code, _, err = gpubox(capsys, "autostop", "l1", "off")
     assert code == 0 and "bills until you stop it" in err
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    """moto as a server on 127.0.0.1, for the `gpubox` command run as a subprocess."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_gpubox_command_gc_against_a_moto_server(moto_server, isolation, monkeypatch, settings):
+    import os
+    import subprocess
+    import sys
+
+    import boto3
+    import requests
+
+    from gpubox.providers.aws.session import remember_region
+    from gpubox.state import State
+
+    requests.post(moto_server + "/moto-api/reset", timeout=10)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    client = boto3.client("ec2", region_name=REGION, endpoint_url=moto_server)
+    tags = [{"ResourceType": "key-pair", "Tags": [{"Key": "gpubox:box", "Value": "gone"}]}]
+    client.create_key_pair(KeyName="gpubox-gone", TagSpecifications=tags)
+    client.create_key_pair(KeyName="not-gpubox")
+    state = State(settings.state_path)
+    remember_region(state, REGION)
+    state.close()
+
+    def gpubox_cmd(*args):
+        return subprocess.run([sys.executable, "-m", "gpubox", *args], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+
+    listed = gpubox_cmd("gc", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [g["id"] for g in json.loads(listed.stdout)["garbage"]] == ["gpubox-gone"]
+
+    removed = gpubox_cmd("gc", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    names = {k["KeyName"] for k in client.describe_key_pairs()["KeyPairs"]}
+    assert names == {"not-gpubox"}
+
+    missing = gpubox_cmd("image", "ghost", "--as", "x")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: no box called 'ghost'")
