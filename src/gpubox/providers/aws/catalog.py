@@ -120,7 +120,7 @@ def _offered_names(settings: Settings, region: str) -> set[str]:
 def _gpu_matches(gpu_type: GpuType, wanted: Iterable[str]) -> bool:
     wanted = [w.lower() for w in wanted]
     model = gpu_type.gpu_model.lower()
-    return not wanted or any(w in model or gpu_type.name.startswith(w) for w in wanted)
+    return not wanted or any(w in (model, gpu_type.family, gpu_type.name) for w in wanted)
 
 
 def gpu_types(

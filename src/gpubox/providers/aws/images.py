@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gpubox.errors import GpuboxError, InvalidInput, NotFound
+from gpubox.errors import GpuboxError, InvalidInput, NotFound, did_you_mean
 from gpubox.providers.aws.session import aws_errors, client, error_code
 
 if TYPE_CHECKING:
@@ -113,6 +113,14 @@ def _saved_image(settings: Settings, region: str, name: str) -> Image | None:
     return _image_from(newest, "saved")
 
 
+def _saved_names(settings: Settings, region: str) -> list[str]:
+    with aws_errors(f"listing saved images in {region}"):
+        found = client(settings, "ec2", region).describe_images(
+            Owners=["self"], Filters=[{"Name": "tag-key", "Values": [IMAGE_TAG]}]
+        )["Images"]
+    return [t["Value"] for i in found for t in i.get("Tags", []) if t["Key"] == IMAGE_TAG]
+
+
 def resolve_image(settings: Settings, region: str, image: str | None, arch: str) -> Image:
     """The AMI to launch: "dlami" (default), "ubuntu", an "ami-..." id, or a saved image name."""
     wanted = (image or DEFAULT_IMAGE).strip()
@@ -133,7 +141,8 @@ def resolve_image(settings: Settings, region: str, image: str | None, arch: str)
         if picked is None:
             raise NotFound(
                 f"no image called '{wanted}' in {region}",
-                hint="use dlami, ubuntu, an ami-... id, or a name from `gpubox images`",
+                hint=did_you_mean(wanted, [*_saved_names(settings, region), "dlami", "ubuntu"])
+                or "use dlami, ubuntu, an ami-... id, or a name from `gpubox images`",
             )
     if picked.arch != arch:
         raise InvalidInput(

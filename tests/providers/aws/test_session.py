@@ -1,0 +1,99 @@
+"""Clients, the AWS-error mapping, and the regions gpubox remembers."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpubox.errors import (
+    CapacityError,
+    CredentialsError,
+    GpuboxError,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+)
+from gpubox.providers.aws import session
+
+
+def client_error(code: str, status: int = 400):
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": f"message for {code}"},
+         "ResponseMetadata": {"HTTPStatusCode": status}},
+        "RunInstances",
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("InsufficientInstanceCapacity", CapacityError),
+        ("VcpuLimitExceeded", QuotaExceeded),
+        ("MaxSpotInstanceCountExceeded", QuotaExceeded),
+        ("InstanceLimitExceeded", QuotaExceeded),
+        ("AuthFailure", CredentialsError),
+        ("UnauthorizedOperation", CredentialsError),
+        ("InvalidInstanceID.NotFound", NotFound),
+        ("InvalidParameterValue", InvalidInput),
+        ("SomethingElse", GpuboxError),
+    ],
+)
+def test_client_errors_map_to_gpubox_errors_keeping_the_code(code, kind):
+    mapped = session.map_error(client_error(code), "launching")
+    assert type(mapped) is kind
+    assert mapped.message == f"launching: message for {code} (AWS {code})"
+
+
+def test_botocore_credential_and_network_errors_map():
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    mapped = session.map_error(NoCredentialsError())
+    assert isinstance(mapped, CredentialsError) and "aws configure" in mapped.hint
+    offline = session.map_error(EndpointConnectionError(endpoint_url="https://127.0.0.1:9"))
+    assert type(offline) is GpuboxError and "cannot reach AWS" in offline.message
+    assert session.map_error(ValueError("not botocore")) is None
+
+
+def test_clients_are_cached_and_the_launch_client_never_retries(settings):
+    ec2 = session.client(settings, "ec2", "us-west-2")
+    assert session.client(settings, "ec2", "us-west-2") is ec2
+    assert session.client(settings, "ec2", "eu-west-1") is not ec2
+    launch = session.client(settings, "ec2", "us-west-2", purpose="launch")
+    assert launch is not ec2
+    assert launch.meta.config.retries["total_max_attempts"] == 1
+    assert ec2.meta.config.retries == {"mode": "standard", "total_max_attempts": 5}
+
+
+def test_aws_endpoint_url_is_honoured(isolation, monkeypatch):
+    from gpubox import config
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5999")
+    ec2 = session.client(config.load(), "ec2", "us-east-1")
+    assert ec2.meta.endpoint_url == "http://127.0.0.1:5999"
+
+
+def test_region_order_setting_then_boto3_then_us_east_1(isolation, monkeypatch):
+    from dataclasses import replace
+
+    from gpubox import config
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    plain = config.load()
+    assert session.default_region(plain) == "us-east-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert session.default_region(replace(plain, profile=None, ssh_user_aws="x")) == "eu-west-1"
+    assert session.default_region(replace(plain, region="ap-south-1")) == "ap-south-1"
+
+
+def test_caller_identity_and_regions_remembered(aws, settings):
+    from gpubox.state import State
+
+    assert session.caller_identity(settings)["Account"] == "123456789012"
+    state = State(settings.state_path)
+    assert session.used_regions(state) == []
+    session.remember_region(state, "us-west-2")
+    session.remember_region(state, "eu-west-1")
+    session.remember_region(state, "us-west-2")
+    assert session.used_regions(state) == ["eu-west-1", "us-west-2"]
+    state.close()
