@@ -227,3 +227,11 @@ def test_gpubox_command_gc_against_a_moto_server(moto_server, isolation, monkeyp
     missing = gpubox_cmd("image", "ghost", "--as", "x")
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: no box called 'ghost'")
+
+
+@pytest.mark.parametrize("limit", ["0", "banana"])
+def test_up_with_a_bad_idle_stop_makes_nothing(capsys, aws, limit):
+    code, _, err = gpubox(capsys, "up", "b9", "--type", "g4dn.xlarge", "--region", REGION,
+                          "--idle-stop", limit, "--no-setup")  # fmt: skip
+    assert code == 2 and "error:" in err
+    assert ec2().describe_instances()["Reservations"] == []
