@@ -133,6 +133,10 @@ def seed_latency(provider, nearest: list[str]) -> None:
 def test_any_region_moves_to_the_next_nearest_and_cleans_the_one_it_left(provider, full):
     import boto3
 
+    from tests.providers.aws.moto_seed import seed_images
+
+    for region in ("eu-west-1", "us-west-2"):
+        seed_images(region)
     seed_latency(provider, ["eu-west-1", "us-west-2"])
     west = boto3.client("ec2", region_name="us-west-2")
     # us-east-1 (the configured region) and eu-west-1 (the nearest) are full; us-west-2 not.

@@ -268,6 +268,11 @@ def launch(provider: Any, spec: Any) -> Any:
         except (CapacityError, QuotaExceeded) as exc:
             provider.say(f"giving up on {region}: {exc.message}")
             last = exc
+        except GpuboxError as exc:
+            if region == plan.region:
+                raise  # the region asked for: its problem is the user's to see
+            # Another region that cannot take the box (no image there ...): the next one.
+            provider.say(f"skipping {region}: {exc.message}")
     if isinstance(last, QuotaExceeded):
         raise last
     raise CapacityError(
