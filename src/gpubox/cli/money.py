@@ -246,14 +246,16 @@ def gc(
     settings = load_settings()
     with _state(settings) as state:
         used = _regions(state)
-        keep = {b.name: b.id for b in state.boxes("aws")}
+        aws_boxes = state.boxes("aws")
+    keep = {b.name: b.id for b in aws_boxes}
+    box_regions = {b.name: b.region for b in aws_boxes}
     if region and region not in used:
         render.warn(f"gpubox has no record of using {region}; looking there anyway")
     regions = [region] if region else used
     if not regions:
         render.info("gpubox has not used any AWS region from here: nothing to clean up")
         return
-    plan = gc_mod.find_garbage(settings, regions, keep)
+    plan = gc_mod.find_garbage(settings, regions, keep, box_regions)
     if json_out:
         render.print_json({"regions": list(plan.regions), "per_month": plan.per_month,
                            "garbage": [g.__dict__ for g in plan.garbage],

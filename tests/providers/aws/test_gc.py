@@ -120,3 +120,15 @@ def test_unfinished_image_goes_with_its_snapshots(settings, ec2, world):
     result = gc.collect(settings, plan)
     assert result.failed == ()
     assert ec2.describe_images(Owners=["self"], ImageIds=[world["saved"].image_id])["Images"]
+
+
+def test_what_a_box_left_in_another_region_is_found(settings, world):
+    import boto3
+
+    west = boto3.client("ec2", region_name="us-west-2")
+    sg = west.create_security_group(GroupName="gpubox-b1", Description="x",
+                                    TagSpecifications=tagged("security-group", "b1"))["GroupId"]  # fmt: skip
+    keep = {"b1": world["box"].id}
+    plan = gc.find_garbage(settings, [REGION, "us-west-2"], keep, {"b1": REGION})
+    assert ("security-group", sg) in {(g.kind, g.id) for g in plan.garbage}
+    assert all(g.box != "b1" or g.region == "us-west-2" for g in plan.garbage)

@@ -76,6 +76,7 @@ def find_garbage(
     settings: Any,
     regions: Iterable[str],
     keep_boxes: Mapping[str, str | None] | None = None,
+    box_regions: Mapping[str, str | None] | None = None,
 ) -> GcPlan:
     """What no box owns any more, region by region; changes nothing.
 
@@ -83,14 +84,18 @@ def find_garbage(
     `keep_boxes` ({name: instance id or None}) are boxes the caller knows about (the local
     state, e.g. an `up` still making its key and group): they own their resources too,
     and where a name has several live instances, the one with that id is the box.
+    `box_regions` ({name: region}) limits that to the box's own region, so what a box
+    left in another region (an abandoned launch attempt) is still found.
     """
     keep = dict(keep_boxes or {})
     regions = tuple(regions)
     garbage: list[Garbage] = []
     kept: list[Garbage] = []
+    where = dict(box_regions or {})
     for region in regions:
+        here = {n: i for n, i in keep.items() if where.get(n) in (None, region)}
         with aws_errors(f"looking for leftovers in {region}"):
-            found, saved = _scan_region(settings, region, keep)
+            found, saved = _scan_region(settings, region, here)
         garbage += found
         kept += saved
     return GcPlan(regions, tuple(garbage), tuple(kept))
