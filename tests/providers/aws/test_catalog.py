@@ -23,7 +23,7 @@ def test_gpu_facts_for_g4dn_g5_and_p5(aws, settings):
     assert g5.gpu_memory_gib == pytest.approx(22.4, abs=0.1)  # AWS reports 22888 MiB
     assert (p5.gpu_model, p5.gpu_count) == ("H100", 8)
     assert g4dn.note.startswith("cheapest way to learn")
-    assert p5.note == "8×H100, for scaling"
+    assert p5.note == "H100 80 GB (8× in p5.48xlarge), for scaling"
     assert all(t.arch == "x86_64" for t in (g4dn, g5, p5))
     assert "m5.large" not in types  # GPU types only
 
@@ -68,7 +68,7 @@ def test_on_demand_price_from_the_pricing_api(aws, settings):
             }
         },
     }
-    pricing = client(settings, "pricing", "us-east-1")
+    pricing = client(settings, "pricing", "us-east-1", purpose="advice")
     with Stubber(pricing) as stub:
         stub.add_response(
             "get_products",

@@ -36,9 +36,9 @@ FAMILY_NOTES: dict[str, str] = {
     "p3dn": "8×V100 32 GB, 100 Gbit networking",
     "p4d": "8×A100 40 GB; multi-GPU training",
     "p4de": "8×A100 80 GB",
-    "p5": "8×H100, for scaling",
-    "p5e": "8×H200 141 GB",
-    "p5en": "8×H200, faster networking",
+    "p5": "H100 80 GB (8× in p5.48xlarge), for scaling",
+    "p5e": "H200 141 GB (8× in p5e.48xlarge)",
+    "p5en": "H200 141 GB, faster networking",
     "p6": "8×B200 (Blackwell)",
 }
 # Types that AWS lists with GPUs but that cannot run CUDA deep learning.
@@ -144,8 +144,10 @@ def gpu_types(
         return found
     names = [t.name for t in found]
     spots = spot_prices(settings, names, region)
+    # The first alone: when the Price List API is out of reach, one failure tells us so.
+    on_demand = [on_demand_price(settings, names[0], region)]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        on_demand = list(pool.map(lambda n: on_demand_price(settings, n, region), names))
+        on_demand += pool.map(lambda n: on_demand_price(settings, n, region), names[1:])
     return [
         replace(t, on_demand=od, spot=spots.get(t.name)) for t, od in zip(found, on_demand, strict=False)
     ]
@@ -290,7 +292,7 @@ def _pricing_api_price(settings: Settings, type_name: str, region: str) -> Price
         "preInstalledSw": "NA",
         "capacitystatus": "Used",
     }
-    pricing = client(settings, "pricing", PRICING_REGION)
+    pricing = client(settings, "pricing", PRICING_REGION, purpose="advice")
     response = pricing.get_products(
         ServiceCode="AmazonEC2",
         Filters=[{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in filters.items()],

@@ -111,7 +111,7 @@ class AwsSession:
         return self.boto().region_name or DEFAULT_REGION
 
     def client(self, service: str, region: str | None = None, purpose: str = "") -> Any:
-        """A cached client. purpose="launch" gives an EC2 client that never retries by itself:
+        """A cached client. purpose="advice" retries once only; purpose="launch" gives an EC2 client that never retries by itself:
         real AWS sends InsufficientInstanceCapacity as HTTP 500, which botocore would
         otherwise retry silently for tens of seconds before saying anything."""
         region = region or self.default_region()
@@ -121,7 +121,8 @@ class AwsSession:
             if found is None:
                 from botocore.config import Config
 
-                attempts = 1 if purpose == "launch" else MAX_ATTEMPTS
+                # Prices are advice with a snapshot to fall back on: do not wait long for them.
+                attempts = {"launch": 1, "advice": 2}.get(purpose, MAX_ATTEMPTS)
                 config = Config(
                     retries={"mode": "standard", "total_max_attempts": attempts},
                     connect_timeout=10,
