@@ -8,15 +8,26 @@ always with their source and date so nobody mistakes a snapshot for a quote.
 
 from __future__ import annotations
 
-import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from gpubox.errors import GpuboxError, NotFound, did_you_mean
+from gpubox.providers.aws.prices import (
+    Price,
+    on_demand_price,
+    price_snapshot,
+    spot_price,
+    spot_prices,
+    storage_price_per_gb_month,
+)
 from gpubox.providers.aws.session import aws_errors, client
+
+__all__ = [
+    "FAMILY_NOTES", "GpuType", "Price", "check_offered", "describe_type", "gpu_type",
+    "gpu_types", "offered_in", "on_demand_price", "price_snapshot", "regions_offering",
+    "spot_price", "spot_prices", "storage_price_per_gb_month", "vcpus_of",
+]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -44,16 +55,6 @@ FAMILY_NOTES: dict[str, str] = {
 # Types that AWS lists with GPUs but that cannot run CUDA deep learning.
 NON_CUDA_MANUFACTURERS = ("AMD", "Xilinx")
 
-PRICES_RESOURCE = "data/prices.json"
-# Price List API names for regions (its "location" filter wants these).
-PRICING_REGION = "us-east-1"
-
-
-@dataclass(frozen=True)
-class Price:
-    value: float  # USD per hour
-    source: str  # "aws-pricing-api", "snapshot", "spot-price-history"
-    date: str  # ISO date (or datetime) the number is from
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,17 @@ def _gpu_type_from(info: dict[str, Any]) -> GpuType | None:
     )
 
 
-def _describe_all_types(settings: Settings, region: str) -> list[dict[str, Any]]:
+# Every NVIDIA GPU type is in a g* or p* family; asking for those alone is 8× less to read.
+GPU_TYPE_PATTERNS = ("g*", "p*")
+
+
+def _describe_all_types(
+    settings: Settings, region: str, patterns: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    filters = [{"Name": "instance-type", "Values": list(patterns)}] if patterns else []
     with aws_errors(f"listing instance types in {region}"):
         pages = client(settings, "ec2", region).get_paginator("describe_instance_types")
-        return [t for page in pages.paginate() for t in page.get("InstanceTypes", [])]
+        return [t for page in pages.paginate(Filters=filters) for t in page.get("InstanceTypes", [])]
 
 
 def _offered_names(settings: Settings, region: str) -> set[str]:
@@ -135,7 +143,7 @@ def gpu_types(
     wanted = [gpu] if isinstance(gpu, str) else list(gpu or [])
     offered = _offered_names(settings, region)
     found = []
-    for info in _describe_all_types(settings, region):
+    for info in _describe_all_types(settings, region, GPU_TYPE_PATTERNS):
         gt = _gpu_type_from(info)
         if gt and gt.name in offered and _gpu_matches(gt, wanted):
             found.append(gt)
@@ -246,125 +254,3 @@ def check_offered(
     else:
         hint = "`gpubox types --region R` lists what a region offers"
     raise NotFound(f"{type_name} is not offered in {region}", hint=hint)
-
-
-# Prices -----------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def price_snapshot() -> dict[str, Any]:
-    """The shipped snapshot of approximate public prices (see its "meta")."""
-    from importlib import resources
-
-    text = resources.files("gpubox").joinpath(PRICES_RESOURCE).read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def snapshot_price(type_name: str, region: str) -> Price | None:
-    data = price_snapshot()
-    value = data.get("on_demand", {}).get(region, {}).get(type_name)
-    if value is None:
-        return None
-    return Price(float(value), "snapshot", data["meta"]["date"])
-
-
-_pricing_lock = threading.Lock()
-# Per settings: False once the Price List API failed, so one failure costs one call only.
-_pricing_usable: dict[Any, bool] = {}
-_price_cache: dict[tuple[Any, str, str], Price | None] = {}
-
-
-def _region_location(settings: Settings, region: str) -> str | None:
-    """The Price List API's "location" for a region, e.g. "US East (N. Virginia)"."""
-    names = price_snapshot().get("locations", {})
-    return names.get(region)
-
-
-def _pricing_api_price(settings: Settings, type_name: str, region: str) -> Price | None:
-    location = _region_location(settings, region)
-    if location is None:
-        return None
-    filters = {
-        "instanceType": type_name,
-        "location": location,
-        "operatingSystem": "Linux",
-        "tenancy": "Shared",
-        "preInstalledSw": "NA",
-        "capacitystatus": "Used",
-    }
-    pricing = client(settings, "pricing", PRICING_REGION, purpose="advice")
-    response = pricing.get_products(
-        ServiceCode="AmazonEC2",
-        Filters=[{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in filters.items()],
-        MaxResults=10,
-    )
-    for raw in response.get("PriceList", []):
-        product = json.loads(raw) if isinstance(raw, str) else raw
-        for term in product.get("terms", {}).get("OnDemand", {}).values():
-            for dimension in term.get("priceDimensions", {}).values():
-                usd = dimension.get("pricePerUnit", {}).get("USD")
-                if usd is not None and float(usd) > 0:
-                    date = str(term.get("effectiveDate", ""))[:10] or product.get(
-                        "publicationDate", ""
-                    )
-                    return Price(float(usd), "aws-pricing-api", date)
-    return None
-
-
-def on_demand_price(settings: Settings, type_name: str, region: str) -> Price | None:
-    """Linux on-demand $/h: the Price List API when it answers, else the snapshot, else None."""
-    key = (settings, type_name, region)
-    with _pricing_lock:
-        if key in _price_cache:
-            return _price_cache[key]
-        usable = _pricing_usable.get(settings, True)
-    price = None
-    if usable:
-        try:
-            price = _pricing_api_price(settings, type_name, region)
-        except Exception:  # noqa: BLE001 - any failure (no access, no network, moto): the snapshot
-            with _pricing_lock:
-                _pricing_usable[settings] = False
-    if price is None:
-        price = snapshot_price(type_name, region)
-    with _pricing_lock:
-        _price_cache[key] = price
-    return price
-
-
-def spot_prices(settings: Settings, type_names: list[str], region: str) -> dict[str, Price]:
-    """The current Linux spot price of each type: the lowest over zones of each zone's latest."""
-    import datetime as dt
-
-    latest: dict[tuple[str, str], tuple[Any, float]] = {}
-    now = dt.datetime.now(dt.UTC)
-    with aws_errors(f"reading spot prices in {region}"):
-        pages = client(settings, "ec2", region).get_paginator("describe_spot_price_history")
-        for page in pages.paginate(
-            InstanceTypes=type_names,
-            ProductDescriptions=["Linux/UNIX"],
-            StartTime=now - dt.timedelta(hours=3),
-        ):
-            for item in page.get("SpotPriceHistory", []):
-                key = (item["InstanceType"], item.get("AvailabilityZone", ""))
-                stamp = item.get("Timestamp") or now
-                if key not in latest or stamp > latest[key][0]:
-                    latest[key] = (stamp, float(item["SpotPrice"]))
-    best: dict[str, tuple[float, Any]] = {}
-    for (type_name, _zone), (stamp, value) in latest.items():
-        if type_name not in best or value < best[type_name][0]:
-            best[type_name] = (value, stamp)
-    return {
-        t: Price(v, "spot-price-history", s.isoformat() if hasattr(s, "isoformat") else str(s))
-        for t, (v, s) in best.items()
-    }
-
-
-def spot_price(settings: Settings, type_name: str, region: str) -> Price | None:
-    return spot_prices(settings, [type_name], region).get(type_name)
-
-
-def storage_price_per_gb_month(region: str, volume_type: str = "gp3") -> float:
-    """EBS $/GB-month for a volume type in a region (snapshot data; us-east-1's if unknown)."""
-    table = price_snapshot().get("storage", {}).get(volume_type, {})
-    return float(table.get(region, table.get("default", 0.08)))

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from gpubox.errors import GpuboxError, NotFound
-from gpubox.providers.aws import catalog, instances, network
+from gpubox.providers.aws import catalog, instances, keypairs, network
 from gpubox.providers.aws.images import console_host_keys, resolve_image
 from gpubox.providers.aws.session import (
     aws_errors,
@@ -176,7 +176,7 @@ class AwsProvider:
         key = group = None
         try:
             self.say(f"key pair and security group (SSH from {cidr})")
-            key = network.ensure_key_pair(self.settings, region, spec.name, owner)
+            key = keypairs.ensure_key_pair(self.settings, region, spec.name, owner)
             group = network.ensure_security_group(self.settings, region, spec.name, owner, cidr)
             yield instances.LaunchContext(
                 settings=self.settings,
@@ -193,13 +193,13 @@ class AwsProvider:
             self._undo(region, key, group)
             raise
 
-    def _undo(self, region: str, key: network.KeyResult | None, group) -> None:
+    def _undo(self, region: str, key: keypairs.KeyResult | None, group) -> None:
         with contextlib.suppress(GpuboxError):
             if group is not None and group.created:
                 network.delete_security_group_if_unused(self.settings, region, group.id)
         with contextlib.suppress(GpuboxError):
             if key is not None and key.created_on_aws:
-                if network.delete_key_pair_if_unused(self.settings, region, key.name) and (
+                if keypairs.delete_key_pair_if_unused(self.settings, region, key.name) and (
                     key.created_file
                 ):
                     key.path.unlink(missing_ok=True)
@@ -269,10 +269,10 @@ class AwsProvider:
         for group in inst.get("SecurityGroups", []):
             if group.get("GroupName") == own_name:
                 network.delete_security_group_if_unused(self.settings, region, group["GroupId"])
-        if inst.get("KeyName") == own_name and network.delete_key_pair_if_unused(
+        if inst.get("KeyName") == own_name and keypairs.delete_key_pair_if_unused(
             self.settings, region, own_name
         ):
-            network.key_path(self.settings, box.name).unlink(missing_ok=True)
+            keypairs.key_path(self.settings, box.name).unlink(missing_ok=True)
 
     def endpoint(self, box: Box) -> SshEndpoint:
         host, port = box.address, 22
@@ -284,9 +284,9 @@ class AwsProvider:
                 f"box '{box.name}' has no public address ({box.state.value})",
                 hint=f"start it with `gpubox start {box.name}`, or set ssh_address",
             )
-        path = network.key_path(self.settings, box.name)
+        path = keypairs.key_path(self.settings, box.name)
         if path.exists():
-            network.check_key_file(path)
+            keypairs.check_key_file(path)
         host_keys: tuple[str, ...] = ()
         if box.id and box.region:
             with contextlib.suppress(GpuboxError):
