@@ -256,3 +256,50 @@ def test_stopped_box_storage_cost_per_month(provider):
 
     box = provider.stop(provider.launch(spec()))
     assert monthly_storage_cost(box) == pytest.approx(80 * 0.08)
+
+
+def test_launch_waits_while_the_instance_is_pending(provider, monkeypatch):
+    """moto says "running" at once; real EC2 says "pending" for a while. Hold the instance
+    pending for its first looks, so the waiter's slow path runs."""
+    from moto.ec2.models import EC2Backend
+
+    original_run = EC2Backend.run_instances
+    original_get = EC2Backend.get_reservations_by_instance_ids
+    looks = []
+
+    def run_pending(self, *args, **kwargs):
+        reservation = original_run(self, *args, **kwargs)
+        for inst in reservation.instances:
+            inst._state.name, inst._state.code = "pending", 0
+        return reservation
+
+    def get_slowly(self, instance_ids, filters=None):
+        found = original_get(self, instance_ids, filters=filters)
+        looks.append(instance_ids)
+        for reservation in found:
+            for inst in reservation.instances:
+                if len(looks) >= 4 and inst._state.name == "pending":
+                    inst._state.name, inst._state.code = "running", 16
+        return found
+
+    monkeypatch.setattr(EC2Backend, "run_instances", run_pending)
+    monkeypatch.setattr(EC2Backend, "get_reservations_by_instance_ids", get_slowly)
+    box = provider.launch(spec())
+    assert box.state is BoxState.RUNNING
+    assert len(looks) >= 4
+    assert any("waiting for running" in m for m in provider.messages)
+
+
+def test_an_existing_local_key_is_imported_when_aws_lacks_the_key_pair(provider, ec2, settings):
+    import subprocess
+
+    path = settings.keys_dir / "box1.pem"
+    settings.keys_dir.mkdir(parents=True, mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    public = (settings.keys_dir / "box1.pem.pub").read_text().split()[:2]
+    before = path.read_text()
+    box = provider.launch(spec())
+    (pair,) = ec2.describe_key_pairs(KeyNames=["gpubox-box1"], IncludePublicKey=True)["KeyPairs"]
+    assert pair["PublicKey"].split()[:2] == public
+    assert path.read_text() == before
+    assert instance(ec2, box.id)["KeyName"] == "gpubox-box1"
