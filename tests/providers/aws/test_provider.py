@@ -81,9 +81,11 @@ def test_launch_admits_ssh_from_the_given_cidr_only(provider, ec2):
 def address_server():
     """A local stand-in for checkip: answers every GET with one address."""
 
+    answer = ["192.0.2.44"]
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
-            body = b"192.0.2.44\n"
+            body = f"{answer[0]}\n".encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -95,7 +97,7 @@ def address_server():
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    yield f"http://127.0.0.1:{server.server_address[1]}/", answer
     server.shutdown()
     server.server_close()
 
@@ -105,10 +107,45 @@ def test_launch_admits_the_detected_public_address_as_a_32(aws, settings, addres
 
     from gpubox.providers.aws import AwsProvider
 
-    prov = AwsProvider(replace(settings, public_ip_url=address_server), region_chooser=plain_region)
+    url, _ = address_server
+    prov = AwsProvider(replace(settings, public_ip_url=url), region_chooser=plain_region)
     prov.launch(spec(ssh_from=None))
     (group,) = gpubox_groups(ec2)
     assert [r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"]] == ["192.0.2.44/32"]
+
+
+def ssh_cidrs(ec2) -> list[str]:
+    (group,) = gpubox_groups(ec2)
+    return sorted(r["CidrIp"] for p in group["IpPermissions"] for r in p["IpRanges"])
+
+
+def test_start_moves_the_detected_address_rule_to_todays_address(
+    aws, settings, address_server, ec2
+):
+    from dataclasses import replace
+
+    from gpubox.providers.aws import AwsProvider
+
+    url, answer = address_server
+    prov = AwsProvider(replace(settings, public_ip_url=url), region_chooser=plain_region)
+    prov.wait_delay = 0.01
+    box = prov.stop(prov.launch(spec(ssh_from=None)))
+    answer[0] = "198.51.100.9"
+    prov.start(box)
+    assert ssh_cidrs(ec2) == ["198.51.100.9/32"]
+
+
+def test_start_keeps_an_explicit_ssh_from_rule(aws, settings, address_server, ec2):
+    from dataclasses import replace
+
+    from gpubox.providers.aws import AwsProvider
+
+    url, _ = address_server
+    prov = AwsProvider(replace(settings, public_ip_url=url), region_chooser=plain_region)
+    prov.wait_delay = 0.01
+    box = prov.stop(prov.launch(spec(ssh_from="198.51.100.0/24")))
+    prov.start(box)
+    assert ssh_cidrs(ec2) == ["198.51.100.0/24"]
 
 
 def test_no_detected_address_and_no_flag_is_an_error_and_makes_nothing(provider, ec2, settings):

@@ -79,14 +79,15 @@ def detect_public_cidr(settings: Settings) -> str | None:
     return f"{address}/{address.max_prefixlen}"
 
 
-def ssh_source(settings: Settings, ssh_from: str | None) -> str:
-    """The CIDR to admit to tcp/22: the flag, the setting, else the detected public /32."""
+def ssh_source(settings: Settings, ssh_from: str | None) -> tuple[str, bool]:
+    """The CIDR to admit to tcp/22 and whether it was detected: the flag, the setting,
+    else the detected public /32."""
     given = ssh_from or settings.ssh_from
     if given:
-        return check_cidr(given)
+        return check_cidr(given), False
     detected = detect_public_cidr(settings)
     if detected:
-        return detected
+        return detected, True
     raise InvalidInput(
         f"cannot tell which address to admit to SSH: {settings.public_ip_url} did not answer",
         hint="pass --ssh-from YOUR.PUBLIC.IP/32 (or a network you trust, e.g. x.y.z.0/24)",
@@ -116,9 +117,10 @@ class GroupResult:
 
 
 def ensure_security_group(
-    settings: Settings, region: str, box_name: str, owner: str, cidr: str
+    settings: Settings, region: str, box_name: str, owner: str, cidr: str, detected: bool = False
 ) -> GroupResult:
-    """The security group gpubox-NAME in the default VPC, admitting tcp/22 from `cidr` only."""
+    """The security group gpubox-NAME in the default VPC, admitting tcp/22 from `cidr` only.
+    detected=True marks the rule as the caller's detected address, which `start` may move."""
     ec2 = client(settings, "ec2", region)
     group_name = resource_name(box_name)
     vpc = default_vpc(settings, region)
@@ -146,7 +148,7 @@ def ensure_security_group(
                 ],
             )["GroupId"]
     try:
-        _admit_ssh(ec2, group_id, cidr)
+        _admit_ssh(ec2, group_id, cidr, DETECTED_RULE if detected else GIVEN_RULE)
     except GpuboxError:
         if created:
             ec2.delete_security_group(GroupId=group_id)
@@ -154,24 +156,57 @@ def ensure_security_group(
     return GroupResult(group_id, created)
 
 
-def _admit_ssh(ec2: Any, group_id: str, cidr: str) -> None:
+# Rule descriptions: which rules follow the caller's address, and which the user chose.
+DETECTED_RULE = "gpubox ssh (detected address)"
+GIVEN_RULE = "gpubox ssh (--ssh-from)"
+
+
+def _ssh_permission(cidr: str, description: str | None = None) -> dict[str, Any]:
+    entry: dict[str, str] = {"CidrIpv6" if ":" in cidr else "CidrIp": cidr}
+    if description:
+        entry["Description"] = description
+    ranges = {"Ipv6Ranges": [entry]} if ":" in cidr else {"IpRanges": [entry]}
+    return {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}
+
+
+def _admit_ssh(ec2: Any, group_id: str, cidr: str, description: str) -> None:
     import botocore.exceptions
 
-    ranges: dict[str, Any]
-    if ":" in cidr:
-        ranges = {"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": "gpubox ssh"}]}
-    else:
-        ranges = {"IpRanges": [{"CidrIp": cidr, "Description": "gpubox ssh"}]}
     try:
         ec2.authorize_security_group_ingress(
-            GroupId=group_id,
-            IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}],
+            GroupId=group_id, IpPermissions=[_ssh_permission(cidr, description)]
         )
     except botocore.exceptions.ClientError as exc:
         if error_code(exc) == "InvalidPermission.Duplicate":
             return
         with aws_errors("admitting SSH"):
             raise
+
+
+def follow_detected_address(settings: Settings, region: str, group_id: str, cidr: str) -> bool:
+    """Move a group's detected-address SSH rule to `cidr` (the caller's address today).
+    Rules the user gave with --ssh-from are never touched, nor a group that has only those.
+    True when the rules changed."""
+    ec2 = client(settings, "ec2", region)
+    with aws_errors(f"reading security group {group_id}"):
+        group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+    detected = [
+        r.get("CidrIp") or r.get("CidrIpv6")
+        for p in group.get("IpPermissions", [])
+        if p.get("FromPort") == 22
+        for r in [*p.get("IpRanges", []), *p.get("Ipv6Ranges", [])]
+        if r.get("Description") == DETECTED_RULE
+    ]
+    if not detected or detected == [cidr]:
+        return False
+    _admit_ssh(ec2, group_id, cidr, DETECTED_RULE)
+    stale = [c for c in detected if c and c != cidr]
+    if stale:
+        with aws_errors(f"revoking old SSH addresses from {group_id}"):
+            ec2.revoke_security_group_ingress(
+                GroupId=group_id, IpPermissions=[_ssh_permission(c) for c in stale]
+            )
+    return True
 
 
 # Cleanup ------------------------------------------------------------------------

@@ -169,7 +169,7 @@ class AwsProvider:
         gpu = catalog.gpu_type(self.settings, instance_type, region)
         catalog.check_offered(self.settings, instance_type, region, HINT_REGIONS)
         image = resolve_image(self.settings, region, spec.image, gpu.arch)
-        cidr = network.ssh_source(self.settings, spec.ssh_from)
+        cidr, detected = network.ssh_source(self.settings, spec.ssh_from)
         owner = caller_identity(self.settings).get("Arn", "unknown")
         remember_region(self.state, region)
         attempt = self._next_attempt(spec.name)
@@ -177,7 +177,9 @@ class AwsProvider:
         try:
             self.say(f"key pair and security group (SSH from {cidr})")
             key = keypairs.ensure_key_pair(self.settings, region, spec.name, owner)
-            group = network.ensure_security_group(self.settings, region, spec.name, owner, cidr)
+            group = network.ensure_security_group(
+                self.settings, region, spec.name, owner, cidr, detected
+            )
             yield instances.LaunchContext(
                 settings=self.settings,
                 region=region,
@@ -243,12 +245,29 @@ class AwsProvider:
             return self._box(region, done)
         if state == "stopping":
             instances.wait_for(self.settings, region, iid, "stopped", self.wait_delay)
+        self._follow_caller(box, inst)
         self.say(f"starting {iid}")
         with aws_errors(f"starting {iid}"):
             client(self.settings, "ec2", region).start_instances(InstanceIds=[iid])
         self.say(f"waiting for {iid} to run")
         done = instances.wait_for(self.settings, region, iid, "running", self.wait_delay)
         return self._box(region, done)
+
+    def _follow_caller(self, box: Box, inst: dict) -> None:
+        """A laptop's address changes between days: move the detected-address SSH rule to
+        today's address (best effort; explicit --ssh-from rules stay as they are)."""
+        own = [
+            g["GroupId"] for g in inst.get("SecurityGroups", [])
+            if g.get("GroupName") == network.resource_name(box.name)
+        ]
+        if not own or self.settings.ssh_from:
+            return
+        cidr = network.detect_public_cidr(self.settings)
+        if cidr is None:
+            return
+        with contextlib.suppress(GpuboxError):
+            if network.follow_detected_address(self.settings, box.region or "", own[0], cidr):
+                self.say(f"SSH now admitted from {cidr} (your address today)")
 
     def terminate(self, box: Box) -> None:
         inst = self._current(box)
