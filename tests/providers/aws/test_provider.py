@@ -187,6 +187,13 @@ def test_loose_key_file_permissions_are_refused_with_the_chmod_fix(provider, set
     assert caught.value.hint == f"chmod 600 {path}"
 
 
+def test_endpoint_without_the_private_key_says_so(provider, settings):
+    box = provider.launch(spec())
+    (settings.keys_dir / "box1.pem").unlink()
+    with pytest.raises(GpuboxError, match="private key of box 'box1' is missing"):
+        provider.endpoint(box)
+
+
 def test_key_pair_on_aws_without_its_local_file_is_explained_and_nothing_deleted(
     provider, ec2, settings
 ):

@@ -304,8 +304,13 @@ class AwsProvider:
                 hint=f"start it with `gpubox start {box.name}`, or set ssh_address",
             )
         path = keypairs.key_path(self.settings, box.name)
-        if path.exists():
-            keypairs.check_key_file(path)
+        if not path.exists():
+            raise GpuboxError(
+                f"the private key of box '{box.name}' is missing: {path}",
+                hint="put your copy back there (chmod 600); AWS keeps none, so without it "
+                "the box can only be reached by other means (e.g. EC2 Instance Connect)",
+            )
+        keypairs.check_key_file(path)
         host_keys: tuple[str, ...] = ()
         if box.id and box.region:
             with contextlib.suppress(GpuboxError):
