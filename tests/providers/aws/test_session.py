@@ -63,6 +63,9 @@ def test_clients_are_cached_and_the_launch_client_never_retries(settings):
     assert launch is not ec2
     assert launch.meta.config.retries["total_max_attempts"] == 1
     assert ec2.meta.config.retries == {"mode": "standard", "total_max_attempts": 5}
+    # Quotas and prices are advice: a missing or failing service must not stall a command.
+    quotas = session.client(settings, "service-quotas", "us-west-2")
+    assert quotas.meta.config.retries["total_max_attempts"] == 2
 
 
 def test_aws_endpoint_url_is_honoured(isolation, monkeypatch):

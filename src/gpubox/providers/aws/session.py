@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_REGION = "us-east-1"
 MAX_ATTEMPTS = 5
 REGIONS_KEY = "aws.regions"
+ADVICE_SERVICES = frozenset({"pricing", "service-quotas"})
 
 CREDENTIALS_HINT = "run `aws configure`, or set AWS_PROFILE (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
 
@@ -121,7 +122,10 @@ class AwsSession:
             if found is None:
                 from botocore.config import Config
 
-                # Prices are advice with a snapshot to fall back on: do not wait long for them.
+                # Prices and quotas are advice before a launch (which answers for itself):
+                # a service that is down or absent must not hold the command up.
+                if service in ADVICE_SERVICES and not purpose:
+                    purpose = "advice"
                 attempts = {"launch": 1, "advice": 2}.get(purpose, MAX_ATTEMPTS)
                 config = Config(
                     retries={"mode": "standard", "total_max_attempts": attempts},
