@@ -125,3 +125,52 @@ def test_no_credentials_is_a_credentials_error(aws, settings, monkeypatch):
     with pytest.raises(CredentialsError) as caught:
         AwsProvider(settings).list()
     assert "aws configure" in caught.value.hint
+
+
+def test_a_failed_launch_keeps_the_key_it_found_and_removes_the_group_it_made(
+    provider, ec2, settings, monkeypatch
+):
+    import subprocess
+
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models import EC2Backend
+
+    path = settings.keys_dir / "box1.pem"
+    settings.keys_dir.mkdir(parents=True, mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    public = (settings.keys_dir / "box1.pem.pub").read_bytes()
+    ec2.import_key_pair(KeyName="gpubox-box1", PublicKeyMaterial=public)
+
+    def refuse(self, *args, **kwargs):
+        raise EC2ClientError("InsufficientInstanceCapacity", "no capacity (test)")
+
+    monkeypatch.setattr(EC2Backend, "run_instances", refuse)
+    with pytest.raises(CapacityError):
+        provider.launch(spec())
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["gpubox-box1"]
+    assert path.exists()
+    groups = ec2.describe_security_groups()["SecurityGroups"]
+    assert [g["GroupName"] for g in groups if g["GroupName"] != "default"] == []
+
+
+def test_spot_launch_asks_for_a_persistent_request_that_stops(provider, settings):
+    """moto ignores SpotOptions, so read what RunInstances was sent, as AWS would get it."""
+    from gpubox.providers.aws.session import client
+
+    sent = []
+    launch_client = client(settings, "ec2", "us-east-1", purpose="launch")
+    launch_client.meta.events.register(
+        "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(dict(params))
+    )
+    provider.launch(spec(spot=True, max_price=0.25))
+    (params,) = sent
+    assert params["InstanceMarketOptions"] == {
+        "MarketType": "spot",
+        "SpotOptions": {
+            "SpotInstanceType": "persistent",
+            "InstanceInterruptionBehavior": "stop",
+            "MaxPrice": "0.2500",
+        },
+    }
+    assert params["ClientToken"].startswith("gpubox-box1-")
+    assert params["InstanceInitiatedShutdownBehavior"] == "stop"
