@@ -127,7 +127,9 @@ driver_cuda() {
 pip_install() {
   local args=()
   if [[ -n "${GPUBOX_FIND_LINKS:-}" ]]; then args+=(--find-links "$GPUBOX_FIND_LINKS"); fi
-  if [[ -n "${GPUBOX_DEFAULT_INDEX_URL:-}" ]]; then args+=(--index-url "$GPUBOX_DEFAULT_INDEX_URL"); fi
+  # pip_index_url = none: an air-gapped host that installs only from GPUBOX_FIND_LINKS.
+  if [[ "${GPUBOX_DEFAULT_INDEX_URL:-}" == none ]]; then args+=(--no-index)
+  elif [[ -n "${GPUBOX_DEFAULT_INDEX_URL:-}" ]]; then args+=(--index-url "$GPUBOX_DEFAULT_INDEX_URL"); fi
   local uv_bin
   if [[ ! -f "$STATE_DIR/conda" ]] && uv_bin=$(find_uv); then
     echo "+ uv pip install ${args[*]} $*"
@@ -317,7 +319,13 @@ step_d2l() {
   if recorded d2l "$want" && has_module d2l; then skip "d2l is installed"; return 0; fi
   # d2l 1.0.3 pins numpy 1.23.5, which has no wheel for Python >= 3.12: take d2l
   # without its pins and the current releases of what it uses.
-  pip_install numpy matplotlib pandas scipy requests
+  # Only what is missing: on a Deep Learning AMI (the reuse path) numpy and friends are
+  # already there, and a second copy would shadow the ones the framework was built with.
+  local need=() module
+  for module in numpy matplotlib pandas scipy requests; do
+    has_module "$module" || need+=("$module")
+  done
+  if ((${#need[@]})); then pip_install "${need[@]}"; fi
   pip_install --no-deps d2l
   "$VENV/bin/python" -c "import d2l"
   record d2l "$want"
