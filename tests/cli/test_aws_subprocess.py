@@ -132,9 +132,8 @@ def test_typo_in_a_box_name_suggests_the_close_one(endpoint):
 def test_unknown_type_is_one_error_line_and_makes_nothing(endpoint):
     up = gpubox("up", "box1", "--type", "g4dn.xlarg", "--no-setup", "--ssh-from", SSH_FROM)
     assert up.returncode != 0
-    # The "did you mean" over known types is the catalog's (tested in tests/providers/aws);
-    # here the failover preflight answers first, naming the type and `gpubox types`.
-    assert up.stderr.startswith("error:") and "g4dn.xlarg" in up.stderr
+    assert up.stderr.startswith("error:") and "'g4dn.xlarg' is not an EC2 instance type" in up.stderr
+    assert "did you mean 'g4dn.xlarge'" in up.stderr
     assert "Traceback" not in up.stderr
     assert live_instances(endpoint) == []
 

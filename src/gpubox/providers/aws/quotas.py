@@ -102,12 +102,27 @@ def vcpus_of_types(ec2: Any, instance_types: Iterable[str]) -> dict[str, int]:
         answer = ec2.describe_instance_types(InstanceTypes=wanted)
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "InvalidInstanceType":
-            raise NotFound(
-                f"no such instance type: {', '.join(wanted)}",
-                hint="see `gpubox types` for the GPU types there are (e.g. g5.xlarge)",
-            ) from None
+            raise _unknown_type(ec2, wanted) from None
         raise
     return {t["InstanceType"]: int(t["VCpuInfo"]["DefaultVCpus"]) for t in answer["InstanceTypes"]}
+
+
+def _unknown_type(ec2: Any, wanted: list[str]) -> NotFound:
+    """NotFound naming the first type that does not exist, with the closest real name.
+
+    Only on this error path is every type listed (several pages), to suggest the name.
+    """
+    from gpubox.errors import did_you_mean
+
+    names: set[str] = set()
+    for page in ec2.get_paginator("describe_instance_types").paginate():
+        names.update(t["InstanceType"] for t in page["InstanceTypes"])
+    bad = [t for t in wanted if t not in names] or wanted
+    return NotFound(
+        f"'{bad[0]}' is not an EC2 instance type",
+        hint=did_you_mean(bad[0], sorted(names))
+        or "see `gpubox types` for the GPU types there are (e.g. g5.xlarge)",
+    )
 
 
 def running_instances(ec2: Any) -> list[tuple[str, bool]]:
