@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 import uuid
 from pathlib import Path
 
@@ -53,6 +54,15 @@ class MovedHome:
         if remote.startswith("~/"):
             remote = f"{self.home}/{remote[2:]}"
         return self.inner.put(local, remote, mode)
+
+
+def process_alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for a parent that never reaps it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 def run_cell(base_url: str, token: str, code: str) -> str:
@@ -123,6 +133,20 @@ def test_bootstrap_over_ssh_then_a_cell_runs_on_the_far_side_through_the_tunnel(
             home_line, python_line = printed.split()
             assert home_line == str(far_home)
             assert python_line.startswith(f"{far_home}/.gpubox/venv/")
+
+            # `gpubox down` of a host it only forgets: the services end, the files stay.
+            pid = int((far_home / ".gpubox/state/jupyter.pid").read_text())
+            assert setup.stop_services(MovedHome(inner, far_home)) is True
+            assert not (far_home / ".gpubox/state/jupyter.pid").exists()
+            for _ in range(50):
+                if not process_alive(pid):
+                    break
+                time.sleep(0.1)
+            assert not process_alive(pid)
+            assert (far_home / "d2l" / "getting-started.ipynb").is_file() or any(
+                (far_home / "d2l").iterdir()
+            )
+            assert (far_home / ".gpubox/venv/bin/python").exists()
         finally:
             inner.close()
             kill_host_servers(far_home)

@@ -321,6 +321,20 @@ def what_down_deletes(box: Box) -> str:
     )
 
 
+def _stop_host_services(settings: Settings, prov: Provider, box: Box, say: Progress) -> None:
+    """A forgotten host keeps its files but not the Jupyter and agent gpubox started."""
+    from gpubox import setup as setup_mod
+    from gpubox.remote import ssh as remote_ssh
+
+    try:
+        endpoint = prov.endpoint(box)
+        runner = remote_ssh.runner_for(endpoint, settings, box.name)
+        if setup_mod.stop_services(runner):
+            say("stopped Jupyter and the idle agent on the host; its files are kept")
+    except GpuboxError as exc:
+        say(f"could not reach the host to stop its Jupyter ({exc.message}); forgetting it anyway")
+
+
 def down(
     settings: Settings,
     state: State,
@@ -344,6 +358,8 @@ def down(
     from gpubox import jupyter
 
     jupyter.close_jupyter(settings, state, name)
+    if not destructive:
+        _stop_host_services(settings, prov, box, on_progress or _quiet)
     prov.terminate(box)
     state.run_stopped(name, time.time())
     state.forget(name)

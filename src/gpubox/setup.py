@@ -290,3 +290,24 @@ def _failure(
 
 def _gb(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f} GB"
+
+
+def stop_services(runner: Runner) -> bool:
+    """End what setup started on the host (Jupyter, the idle agent); keep everything else.
+
+    For hosts gpubox only forgets (ssh, local). False when gpubox never set the host up.
+    """
+    script = f"{REMOTE_DIR}/bootstrap.sh".replace("~", "$HOME")
+    result = runner.run(
+        f'if [ -f "{script}" ]; then bash "{script}" stop; else echo absent; fi', check=False
+    )
+    if result.stdout.strip() == "absent":
+        return False
+    if not result.ok:
+        from gpubox.remote.runner import tail
+
+        raise GpuboxError(
+            "could not stop the services gpubox started on the host",
+            hint=tail(result.stdout + result.stderr, 5),
+        )
+    return True

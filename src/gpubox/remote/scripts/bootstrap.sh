@@ -570,6 +570,25 @@ step_agent() {
   note "$(cat "$STATE_DIR/agent_note")"
 }
 
+# `bootstrap.sh stop`: what `gpubox down` runs on a host it only forgets (ssh, local):
+# the services gpubox started there end; the venv, notebooks and logs stay.
+step_stop() {
+  stop_our_jupyter
+  if [[ -f "$STATE_DIR/jupyter-mode" && "$(cat "$STATE_DIR/jupyter-mode")" == systemd ]]; then
+    systemctl --user disable gpubox-jupyter.service 2>/dev/null || true
+  fi
+  if [[ -f "$GPUBOX_DIR/agent/idle.py" ]]; then
+    python3 "$GPUBOX_DIR/agent/idle.py" install --idle-minutes off || true
+  fi
+  rm -f "$STATE_DIR/agent"
+  note "Jupyter and the idle agent stopped; notebooks and the environment are kept"
+}
+
+if [[ "${1:-}" == stop ]]; then
+  run_step stop
+  exit 0
+fi
+
 for step in "${STEPS[@]}"; do
   run_step "$step"
 done
