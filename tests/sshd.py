@@ -109,8 +109,18 @@ class SshdServer:
         self.proc = None
 
 
-def start_sshd(root: Path, *, port: int | None = None, user_key: Path | None = None) -> SshdServer:
-    """Start `/usr/sbin/sshd -D -e` under `root` with a fresh host key; wait until it listens."""
+def start_sshd(
+    root: Path,
+    *,
+    port: int | None = None,
+    user_key: Path | None = None,
+    session_env: dict[str, str] | None = None,
+) -> SshdServer:
+    """Start `/usr/sbin/sshd -D -e` under `root` with a fresh host key; wait until it listens.
+
+    session_env: variables sshd sets in every session (its SetEnv), e.g. a HOME of the
+    test's own so that a "far side" run as this machine's root writes only there.
+    """
     root.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
     host_key = keygen(root / "host_ed25519", "test-host")
@@ -136,6 +146,11 @@ def start_sshd(root: Path, *, port: int | None = None, user_key: Path | None = N
                 "AllowTcpForwarding yes",
                 "Subsystem sftp internal-sftp",
                 "LogLevel VERBOSE",
+                *(
+                    ["SetEnv " + " ".join(f"{k}={v}" for k, v in session_env.items())]
+                    if session_env
+                    else []
+                ),
             ]
         )
         + "\n"

@@ -49,14 +49,8 @@ def check_name(name: str) -> str:
 
 
 def provider(settings: Settings, name: str, on_progress: Progress | None = None) -> Provider:
-    if name == "aws":
-        from gpubox.providers.aws import AwsProvider
-
-        try:
-            return AwsProvider(settings, on_progress=on_progress)
-        except TypeError:  # provider without a progress hook
-            return AwsProvider(settings)
-    return get_provider(name, settings)
+    """The provider called `name`, reporting its progress (launch, host key ...) to on_progress."""
+    return get_provider(name, settings, on_progress=on_progress)
 
 
 def _cheap_providers() -> tuple[str, ...]:

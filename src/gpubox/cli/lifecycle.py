@@ -250,9 +250,9 @@ def up(
         )
     took = time.monotonic() - started
     box = result.box
-    where = box.address or box.id or "this machine"
+    where = box.type if box.provider == "aws" else (box.id or box.address or "this machine")
     verb = "made" if result.created else ("started" if result.started else "found")
-    render.ok(f"{verb} box '{box.name}' ({box.provider}, {box.type or where}) in {took:.1f}s")
+    render.ok(f"{verb} box '{box.name}' ({box.provider}, {where}) in {took:.1f}s")
     if not setup:
         render.say(f"connect with: gpubox ssh {box.name}")
         render.say(f"set it up with: gpubox up {box.name}")

@@ -3,6 +3,7 @@ importing it (and so boto3) only when it is asked for."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gpubox.errors import InvalidInput, did_you_mean
@@ -14,15 +15,17 @@ if TYPE_CHECKING:
 PROVIDERS = ("aws", "ssh", "local")
 
 
-def get_provider(name: str, settings: Settings) -> Provider:
+def get_provider(
+    name: str, settings: Settings, on_progress: Callable[[str], None] | None = None
+) -> Provider:
     if name == "aws":
         from gpubox.providers.aws import AwsProvider
 
-        return AwsProvider(settings)
+        return AwsProvider(settings, on_progress=on_progress)
     if name == "ssh":
         from gpubox.providers.ssh import SshProvider
 
-        return SshProvider(settings)
+        return SshProvider(settings, on_progress=on_progress)
     if name == "local":
         from gpubox.providers.local import LocalProvider
 

@@ -1,0 +1,103 @@
+"""The whole life of an ssh box through the real `gpubox` command.
+
+A real sshd on 127.0.0.1 is the "host"; it gives every session a HOME of the test's own
+(sshd's SetEnv), so the real bootstrap writes only there. The CLI runs as a subprocess:
+`up` (host key pinned on first use, bootstrap, Jupyter, tunnel), `status`, `up` again
+(nothing redone, the tunnel reused), `ssh`, `stop` (refused: gpubox does not own the
+host), `down` (Jupyter on the host and the tunnel end, the host's files stay).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.sshd import start_sshd
+from tests.test_bootstrap import (
+    REAL_UV_CACHE,
+    TORCH_WHEEL,
+    free_port,
+    kill_host_servers,
+    make_site,
+    serve,
+)
+
+pytestmark = [
+    pytest.mark.sshd,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs Debian's openssh-server"),
+    pytest.mark.skipif(not TORCH_WHEEL.is_file(), reason="needs the torch CPU wheel in /opt/wheels"),
+]
+
+
+def test_up_status_again_ssh_stop_down_on_an_ssh_host(tmp_path):
+    far_home = tmp_path / "far-home"
+    far_home.mkdir()
+    server = start_sshd(
+        tmp_path / "sshd",
+        session_env={"HOME": str(far_home), "UV_CACHE_DIR": REAL_UV_CACHE, "UV_NATIVE_TLS": "1"},
+    )
+    (tmp_path / "site").mkdir()
+    make_site(tmp_path / "site")
+    host = f"root@127.0.0.1:{server.port}"
+    with serve(tmp_path / "site") as base_url:
+        env = {
+            **os.environ,
+            "GPUBOX_NOTEBOOKS_URL": f"{base_url}/d2l-en.zip",
+            "GPUBOX_TORCH_INDEX_URL": f"{base_url}/whl",
+            "GPUBOX_PIP_FIND_LINKS": "/opt/wheels",
+            "GPUBOX_FRAMEWORK_PACKAGES": "torch==2.13.0",
+            "GPUBOX_JUPYTER_PORT": str(free_port()),
+        }
+
+        def gpubox(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "gpubox", *args],
+                env=env, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL,
+            )
+
+        try:
+            up = gpubox("up", "far", "--host", host, "--key", str(server.key_path), "--no-browser")
+            assert up.returncode == 0, up.stderr
+            assert "SHA256:" in up.stderr  # the pinned host key's fingerprint, said once
+            url = re.search(r"Jupyter: (http://127\.0\.0\.1:\d+/lab\?token=\w+)", up.stdout).group(1)
+            base, token = url.split("/lab?token=")
+            answer = requests.get(f"{base}/api/status", timeout=10,
+                                  headers={"Authorization": f"token {token}"})
+            assert answer.status_code == 200
+
+            listed = json.loads(gpubox("status", "--json", "--refresh").stdout)
+            assert [(b["name"], b["provider"], b["state"]) for b in listed] == [
+                ("far", "ssh", "running")
+            ]
+
+            again = gpubox("up", "far", "--no-browser", "--host", host,
+                           "--key", str(server.key_path))
+            assert again.returncode == 0, again.stderr
+            assert f"Jupyter: {url}" in again.stdout  # the same live tunnel
+            assert "✓ jupyter" not in again.stderr  # every step skipped
+
+            far = gpubox("ssh", "far", "--", "echo", "$HOME")
+            assert far.stdout.strip() == str(far_home)
+
+            stop = gpubox("stop", "far")
+            assert stop.returncode != 0 and "cannot stop a host it does not own" in stop.stderr
+            assert "Traceback" not in stop.stderr
+
+            down = gpubox("down", "far")
+            assert down.returncode == 0, down.stderr
+            assert not (far_home / ".gpubox/state/jupyter.pid").exists()
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"{base}/api/status", timeout=5)
+            assert (far_home / ".gpubox/venv").is_dir() and (far_home / "d2l").is_dir()
+            assert json.loads(gpubox("status", "--json", "--refresh").stdout) == []
+        finally:
+            gpubox("jupyter", "far", "--stop")
+            kill_host_servers(far_home)
+            server.stop()
