@@ -146,3 +146,63 @@ def test_missing_credentials_say_how_to_configure_them(endpoint):
     assert done.returncode != 0
     assert "credentials" in done.stderr and "aws configure" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def run_in_terminal(args: list[str], answers: list[tuple[str, str]], timeout: float = 120):
+    """Run `gpubox ARGS` on a real pseudo-terminal, answering each prompt as it appears.
+
+    Returns (exit code, everything the terminal showed)."""
+    import os as _os
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpubox", *args], stdin=slave, stdout=slave, stderr=slave,
+        env={**os.environ, "COLUMNS": "200"}, close_fds=True,
+    )
+    _os.close(slave)
+    shown, pending = "", list(answers)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = _os.read(master, 4096).decode(errors="replace")
+            except OSError:  # the command ended and closed the terminal
+                break
+            shown += chunk
+        if pending and pending[0][0] in shown:
+            _os.write(master, (pending.pop(0)[1] + "\n").encode())
+            shown += "\n"
+        if proc.poll() is not None and not ready:
+            break
+    _os.close(master)
+    return proc.wait(timeout=10), shown
+
+
+def test_down_at_a_terminal_offers_an_image_first_and_asks_before_deleting(endpoint):
+    assert gpubox("up", "box1", "--type", "g4dn.xlarge", "--no-setup",
+                  "--ssh-from", SSH_FROM).returncode == 0
+    code, shown = run_in_terminal(
+        ["down", "box1"], [("Save an image of 'box1'", "y"), ("Terminate it?", "y")]
+    )
+    assert code == 0, shown
+    assert "DELETES its" in shown  # the question said what goes
+    images = ec2_client(endpoint).describe_images(
+        Filters=[{"Name": "tag:gpubox:image", "Values": ["box1-final"]}]
+    )["Images"]
+    assert len(images) == 1
+    assert live_instances(endpoint) == []
+
+
+def test_down_at_a_terminal_answered_no_deletes_nothing(endpoint):
+    assert gpubox("up", "box1", "--type", "g4dn.xlarge", "--no-setup",
+                  "--ssh-from", SSH_FROM).returncode == 0
+    code, shown = run_in_terminal(
+        ["down", "box1"], [("Save an image of 'box1'", "n"), ("Terminate it?", "n")]
+    )
+    assert code != 0 and "nothing was deleted" in shown
+    assert [i["State"]["Name"] for i in live_instances(endpoint)] == ["running"]
+    assert ec2_client(endpoint).describe_images(Owners=["self"])["Images"] == []

@@ -270,7 +270,8 @@ def _box_rows(boxes):
     for b in boxes:
         uptime = render.duration(now - b.launched_at) if b.launched_at and b.state.value == "running" else ""
         cost = render.money(b.price_per_hour) if b.price_per_hour is not None and b.provider == "aws" else ""
-        yield (b.name, b.provider, b.state.value, b.type or "", b.region or "", b.address or "", uptime, cost)
+        state = b.state.value + (" (spot interruption)" if b.get("interrupted") else "")
+        yield (b.name, b.provider, state, b.type or "", b.region or "", b.address or "", uptime, cost)
 
 
 @app.command("status")
@@ -301,6 +302,11 @@ def status_cmd(
         render.info("no boxes yet; make one with `gpubox up NAME --provider local` (or --type, --host)")
         return
     render.table(["name", "provider", "state", "type", "region", "address", "up", "$/h"], _box_rows(boxes))
+    for b in boxes:
+        if b.get("interrupted"):
+            from gpubox.providers.aws.spot import Interruption
+
+            render.warn(f"{b.name}: " + Interruption(action=b.get("interrupted")).describe(b.name))
 
 
 app.command("ls", help="Alias of `status`.\n\nExample: gpubox ls")(status_cmd)
@@ -319,9 +325,12 @@ def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
         box = lifecycle.stop(settings, state, name, on_progress=progress)
     render.ok(f"'{box.name}' is {box.state.value}")
     if box.provider == "aws" and box.disk_gb:
+        from gpubox.cost import disk_rate
+
+        rate = disk_rate(box.region or "us-east-1")
         render.say(
-            f"still billed while stopped: its {box.disk_gb} GB disk (about "
-            f"{render.money(box.disk_gb * 0.08, '/month')} at gp3's $0.08/GB-month); "
+            f"still billed while stopped: its {box.disk_gb} GB disk, about "
+            f"{render.money(box.disk_gb * rate.value, '/month')} ({rate.label()}); "
             f"`gpubox down {name}` deletes it"
         )
 
@@ -356,9 +365,34 @@ def down(
     from gpubox import box as lifecycle
 
     settings = load_settings()
-    with _open_state(settings) as state, _progress(f"taking '{name}' down") as progress:
-        box = lifecycle.down(
-            settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress
-        )
+    with _open_state(settings) as state:
+        if not yes and render.can_ask():
+            _offer_image_first(settings, state, name)
+        with _progress(f"taking '{name}' down") as progress:
+            box = lifecycle.down(
+                settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress
+            )
     verb = "terminated" if box.provider == "aws" else "forgot"
     render.ok(f"{verb} '{name}'")
+
+
+def _offer_image_first(settings, state, name: str) -> None:
+    """Before an AWS box's disk is deleted, offer to keep it as an image (S16)."""
+    from gpubox import box as lifecycle
+
+    _, box = lifecycle.find_box(settings, state, name)
+    if box.provider != "aws":
+        return
+    image_name = f"{name}-final"
+    if not render.confirm(
+        f"Save an image of '{name}' as '{image_name}' first? (billed per GB-month of "
+        "snapshots until `gpubox image rm`; `gpubox up NEW --image` brings it back)"
+    ):
+        return
+    from gpubox.providers.aws.saved_images import create_saved_image
+
+    with _progress(f"saving image '{image_name}'") as progress:
+        created = create_saved_image(
+            settings, box.region, name, image_name, stop_first=True, on_progress=progress
+        )
+    render.ok(f"saved image '{image_name}' ({created.image.image_id})")

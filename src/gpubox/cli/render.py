@@ -98,6 +98,11 @@ def since(epoch: float | None) -> str:
     return duration(time.time() - epoch) if epoch else ""
 
 
+def can_ask() -> bool:
+    """Whether there is a person at a terminal to answer a question."""
+    return sys.stdin.isatty()
+
+
 def confirm(question: str) -> bool:
     """Ask yes/no on the terminal; False when there is no terminal to ask."""
     if not sys.stdin.isatty():

@@ -347,3 +347,24 @@ def test_an_existing_local_key_is_imported_when_aws_lacks_the_key_pair(provider,
     assert pair["PublicKey"].split()[:2] == public
     assert path.read_text() == before
     assert instance(ec2, box.id)["KeyName"] == "gpubox-box1"
+
+
+def test_a_spot_box_stopped_by_aws_says_it_was_interrupted(provider, ec2):
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    box = provider.launch(spec(spot=True, max_price=0.5))
+    ec2.stop_instances(InstanceIds=[box.id])
+    # AWS, not the user, stopped it: the reason EC2 reports for a spot interruption.
+    # moto never interrupts by itself, so the test sets the reason in moto's backend.
+    moto_instance = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_instance(box.id)
+    moto_instance.state_reason = StateReason(
+        "Server.SpotInstanceShutdown: Stopped by the spot service", "Server.SpotInstanceShutdown"
+    )
+    found = provider.find("box1")
+    assert found.state.value == "stopped"
+    assert found.get("interrupted") == "stop"
+    plain = provider.launch(spec("plain"))
+    ec2.stop_instances(InstanceIds=[plain.id])
+    assert provider.find("plain").get("interrupted") is None

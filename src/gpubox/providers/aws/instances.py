@@ -22,6 +22,7 @@ from gpubox.providers.aws.session import (
     map_error,
 )
 from gpubox.providers.base import Box, BoxSpec, BoxState
+from gpubox.providers.aws.spot import interruption_from_instance
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -253,6 +254,10 @@ def box_from(
         "aws_state": state_name,
         "spot_request": inst.get("SpotInstanceRequestId", ""),
     }
+    interruption = interruption_from_instance(inst)
+    if interruption is not None:
+        # status shows it, with how to resume (a persistent request keeps the disk).
+        extra["interrupted"] = interruption.action
     return Box(
         name=_tag(inst, BOX_TAG) or inst["InstanceId"],
         provider="aws",
