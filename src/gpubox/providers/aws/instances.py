@@ -21,8 +21,8 @@ from gpubox.providers.aws.session import (
     error_code,
     map_error,
 )
-from gpubox.providers.base import Box, BoxSpec, BoxState
 from gpubox.providers.aws.spot import interruption_from_instance
+from gpubox.providers.base import Box, BoxSpec, BoxState
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
