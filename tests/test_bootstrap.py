@@ -324,3 +324,25 @@ def test_failed_step_raises_setup_failed_with_its_name_log_tail_and_path(tmp_pat
     assert "/nonexistent/torch" in err.value.log_tail
     assert err.value.log_path in err.value.hint
     assert not (home / ".gpubox/state/framework").exists()
+
+
+def test_a_spot_box_runs_the_interruption_watcher_and_stop_ends_it(bootstrapped, monkeypatch):
+    # The watcher asks the instance-metadata address; here a closed port on 127.0.0.1.
+    monkeypatch.setenv("GPUBOX_IMDS_URL", "http://127.0.0.1:9")
+    pidfile = bootstrapped.home / ".gpubox/state/spot-watch.pid"
+    with as_host(bootstrapped.home):
+        setup.run_setup(LocalRunner(), bootstrapped.settings, box_name="box1", spot=True)
+        pid = int(pidfile.read_text())
+        assert "spot_watch.py" in Path(f"/proc/{pid}/cmdline").read_text()
+        assert setup.stop_services(LocalRunner()) is True
+    assert not pidfile.exists()
+    for _ in range(50):
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or "\nState:\tZ" in status.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the spot watcher is still running")
+    # Jupyter went with it; the next run starts it again (the other tests share this host).
+    assert not (bootstrapped.home / ".gpubox/state/jupyter.pid").exists()
+    assert bootstrapped.run().finished("jupyter").status == "done"

@@ -203,6 +203,7 @@ def up(
         box_name=spec.name,
         framework=framework,
         on_event=on_step,
+        spot=box.spot,
     )
     state.journal(spec.name, "jupyter")
     url = jupyter.open_jupyter(

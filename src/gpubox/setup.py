@@ -208,6 +208,7 @@ def run_setup(
     framework: str | None = None,
     on_event: Callable[[StepEvent], None] | None = None,
     timeout: float | None = None,
+    spot: bool = False,
 ) -> SetupResult:
     """Set the host up as a D2L workstation; every step already done is skipped.
 
@@ -229,6 +230,8 @@ def run_setup(
     plan = frameworks.install_plan(framework or settings.framework, host.cuda, settings)
     token = jupyter_token(settings, box_name)
     env = script_env(settings, plan, token)
+    # A spot box also runs the interruption watcher (agent/spot_watch.py).
+    env["GPUBOX_SPOT"] = "1" if spot else "0"
     copy_files(runner, settings, token, env)
 
     events: list[StepEvent] = []

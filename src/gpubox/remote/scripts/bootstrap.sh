@@ -15,6 +15,7 @@
 #   GPUBOX_INSTALL_DRIVER       1 | 0
 #   GPUBOX_IDLE_MINUTES         handed to the idle agent
 #   GPUBOX_PYTHON_ENV           uv | conda
+#   GPUBOX_SPOT                 1 on a spot box: run the interruption watcher
 # Each step prints `::gpubox step=NAME status=start|done|skip|fail seconds=N msg=...`
 # on stdout; everything else a step prints goes to ~/.gpubox/logs/NAME.log.
 set -euo pipefail
@@ -551,7 +552,17 @@ step_jupyter() {
   fail "Jupyter did not answer on 127.0.0.1:$JUPYTER_PORT within 60 seconds; its log is $server_log"
 }
 
+# A spot box's watcher for the two-minute interruption notice (agent/spot_watch.py).
+start_spot_watch() {
+  local watch="$GPUBOX_DIR/agent/spot_watch.py" pidfile="$STATE_DIR/spot-watch.pid"
+  [[ -f "$watch" ]] || return 0
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return 0; fi
+  setsid nohup python3 "$watch" >>"$LOG_DIR/spot-watch.log" 2>&1 </dev/null 3>&- &
+  echo $! >"$pidfile"
+}
+
 step_agent() {
+  if [[ "${GPUBOX_SPOT:-0}" == 1 ]]; then start_spot_watch; fi
   local agent="$GPUBOX_DIR/agent/idle.py"
   if [[ ! -f "$agent" ]]; then skip "no idle agent shipped with this gpubox"; return 0; fi
   local want
@@ -579,6 +590,10 @@ step_stop() {
   fi
   if [[ -f "$GPUBOX_DIR/agent/idle.py" ]]; then
     python3 "$GPUBOX_DIR/agent/idle.py" install --idle-minutes off || true
+  fi
+  if [[ -f "$STATE_DIR/spot-watch.pid" ]]; then
+    kill "$(cat "$STATE_DIR/spot-watch.pid")" 2>/dev/null || true
+    rm -f "$STATE_DIR/spot-watch.pid"
   fi
   rm -f "$STATE_DIR/agent"
   note "Jupyter and the idle agent stopped; notebooks and the environment are kept"
