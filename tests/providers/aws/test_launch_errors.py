@@ -169,7 +169,7 @@ def test_spot_launch_asks_for_a_persistent_request_that_stops(provider, settings
         "SpotOptions": {
             "SpotInstanceType": "persistent",
             "InstanceInterruptionBehavior": "stop",
-            "MaxPrice": "0.2500",
+            "MaxPrice": "0.25000",
         },
     }
     assert params["ClientToken"].startswith("gpubox-box1-")

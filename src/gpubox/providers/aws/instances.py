@@ -21,7 +21,7 @@ from gpubox.providers.aws.session import (
     error_code,
     map_error,
 )
-from gpubox.providers.aws.spot import interruption_from_instance
+from gpubox.providers.aws.spot import interruption_from_instance, market_options
 from gpubox.providers.base import Box, BoxSpec, BoxState
 
 if TYPE_CHECKING:
@@ -104,14 +104,7 @@ def run_params(ctx: LaunchContext, spec: BoxSpec, instance_type: str, place: str
     elif place:
         params["Placement"] = {"AvailabilityZone": place}
     if spec.spot:
-        spot_options: dict[str, Any] = {
-            # persistent + stop: an interruption stops the box and keeps its disk.
-            "SpotInstanceType": "persistent",
-            "InstanceInterruptionBehavior": "stop",
-        }
-        if spec.max_price is not None:
-            spot_options["MaxPrice"] = f"{spec.max_price:.4f}"
-        params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": spot_options}
+        params["InstanceMarketOptions"] = market_options(spec.max_price)
     return params
 
 

@@ -86,7 +86,10 @@ def check_max_price(
 
 
 def market_options(max_price: float | None) -> dict[str, Any]:
-    """InstanceMarketOptions for run_instances: persistent, stop on interruption."""
+    """InstanceMarketOptions for run_instances: persistent, stop on interruption.
+
+    persistent + stop: an interruption stops the box and keeps its disk (and notebooks);
+    the request brings it back when capacity returns, or `gpubox start` does."""
     options: dict[str, Any] = {
         "SpotInstanceType": "persistent",
         "InstanceInterruptionBehavior": "stop",
