@@ -19,17 +19,6 @@ from tests.providers.aws.moto_seed import seed_images
 SSH_FROM = "203.0.113.7/32"
 
 
-@pytest.fixture(scope="module")
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def endpoint(moto_server, isolation, monkeypatch):
     """A wiped moto world with us-east-1's images seeded; AWS_ENDPOINT_URL points at it."""

@@ -178,17 +178,6 @@ def test_autostop_on_a_local_box_sets_shows_and_turns_off(capsys, isolation, tmp
     assert code == 0 and "bills until you stop it" in err
 
 
-@pytest.fixture(scope="module")
-def moto_server():
-    """moto as a server on 127.0.0.1, for the `gpubox` command run as a subprocess."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
 
 def test_gpubox_command_gc_against_a_moto_server(moto_server, isolation, monkeypatch, settings):
     import os
