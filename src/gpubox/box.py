@@ -184,10 +184,12 @@ def up(
     _record_run(state, box)
     state.journal(spec.name, "launched", id=box.id)
     if not setup:
+        _refresh_ssh_config(settings, prov, box)
         state.journal(spec.name, "done", setup=False)
         return UpResult(box, created, started, message="setup skipped (--no-setup)")
 
     endpoint = prov.endpoint(box)
+    _refresh_ssh_config(settings, prov, box, endpoint)
     from gpubox import jupyter
     from gpubox import setup as setup_mod
     from gpubox.remote import ssh as remote_ssh
@@ -298,7 +300,20 @@ def start(settings: Settings, state: State, name: str, on_progress: Progress | N
     box = prov.start(box)
     state.remember(box)
     _record_run(state, box)
+    _refresh_ssh_config(settings, prov, box)
     return box
+
+
+def _refresh_ssh_config(
+    settings: Settings, prov: Provider, box: Box, endpoint: SshEndpoint | None = None
+) -> None:
+    """Keep the box's entry in gpubox's ssh config current (its address may be new)."""
+    from gpubox.remote.ssh_config import update_ssh_config
+
+    try:
+        update_ssh_config(settings, box.name, endpoint or prov.endpoint(box))
+    except GpuboxError:
+        pass  # `gpubox ssh-config` says what is wrong when asked
 
 
 def what_down_deletes(box: Box) -> str:
@@ -356,6 +371,9 @@ def down(
     if not destructive:
         _stop_host_services(settings, prov, box, on_progress or _quiet)
     prov.terminate(box)
+    from gpubox.remote.ssh_config import update_ssh_config
+
+    update_ssh_config(settings, name, None)
     state.run_stopped(name, time.time())
     state.forget(name)
     state.journal(name, "down")

@@ -85,6 +85,11 @@ def test_up_status_again_ssh_stop_down_on_an_ssh_host(tmp_path):
 
             far = gpubox("ssh", "far", "--", "echo", "$HOME")
             assert far.stdout.strip() == str(far_home)
+            # Plain ssh with gpubox's config (what `ssh-config --install` includes) works too.
+            ssh_config = tmp_path / "gpubox-home" / "data" / "ssh_config"
+            plain = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "far",
+                                    "echo", "plain"], capture_output=True, text=True, timeout=60)
+            assert plain.stdout.strip() == "plain", plain.stderr
 
             stop = gpubox("stop", "far")
             assert stop.returncode != 0 and "cannot stop a host it does not own" in stop.stderr
@@ -97,6 +102,7 @@ def test_up_status_again_ssh_stop_down_on_an_ssh_host(tmp_path):
                 requests.get(f"{base}/api/status", timeout=5)
             assert (far_home / ".gpubox/venv").is_dir() and (far_home / "d2l").is_dir()
             assert json.loads(gpubox("status", "--json", "--refresh").stdout) == []
+            assert "Host far" not in ssh_config.read_text()
         finally:
             gpubox("jupyter", "far", "--stop")
             kill_host_servers(far_home)

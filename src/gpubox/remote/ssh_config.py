@@ -53,12 +53,16 @@ def ssh_config_text(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]]
 
 def write_ssh_config(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]]) -> Path:
     """Write settings.ssh_config_path with a Host entry per (name, endpoint), atomically."""
-    path = settings.ssh_config_path
+    return _write(settings.ssh_config_path, ssh_config_text(settings, boxes))
+
+
+def _write(path: Path, text: str) -> Path:
+    """Atomically, owner-only from the first byte."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(ssh_config_text(settings, boxes))
+        fh.write(text)
     os.replace(tmp, path)
     return path
 
@@ -98,3 +102,26 @@ def include_in_user_config(
         fh.write(f"# added by gpubox: its boxes as ssh hosts\n{line}\n\n{old}")
     os.replace(tmp, config)
     return True
+
+
+def _blocks(text: str) -> dict[str, str]:
+    """The Host blocks of a file this module wrote, by box name."""
+    found: dict[str, str] = {}
+    for block in text.split("\n\n"):
+        block = block.strip("\n")
+        if block.startswith("Host "):
+            found[block.split()[1]] = block + "\n"
+    return found
+
+
+def update_ssh_config(settings: Settings, name: str, endpoint: SshEndpoint | None) -> Path:
+    """Add or replace one box's entry (None removes it), keeping the others.
+
+    `up`, `start` (an AWS box's address changes) and `down` call this, so plain
+    `ssh NAME` follows the box without running `gpubox ssh-config` again."""
+    path = settings.ssh_config_path
+    blocks = _blocks(path.read_text()) if path.is_file() else {}
+    blocks.pop(name, None)
+    if endpoint is not None and not endpoint.local:
+        blocks.update(_blocks(ssh_config_text(settings, [(name, endpoint)])))
+    return _write(path, HEADER + "".join("\n" + blocks[key] for key in sorted(blocks)))
