@@ -39,6 +39,9 @@ class Settings:
     ssh_jump: str | None = None
     ssh_address: str | None = None
     ssh_user_aws: str = "ubuntu"
+    # Regions `up` may move to, in this order, when the chosen one has no capacity
+    # (comma-separated); `--any-region` allows every enabled region, nearest first.
+    failover_regions: str | None = None
 
     # What the bootstrap installs.
     framework: str = "pytorch"

@@ -150,6 +150,35 @@ def test_any_region_moves_to_the_next_nearest_and_cleans_the_one_it_left(provide
     assert any(m.startswith("giving up on us-east-1") for m in provider.messages)
 
 
+def test_configured_failover_regions_are_tried_in_their_order(aws, settings, full):
+    import boto3
+
+    from gpubox.providers.aws import AwsProvider
+    from tests.providers.aws.moto_seed import seed_images
+
+    for region in ("eu-west-1", "us-west-2"):
+        seed_images(region)
+    # The user's list, not the latency ranking, orders the regions after the home one.
+    messages: list[str] = []
+    prov = AwsProvider(
+        settings.with_overrides(failover_regions="eu-west-1, us-west-2"),
+        on_progress=messages.append,
+    )
+    prov.wait_delay = 0.01
+    east = set(zones(boto3.client("ec2", region_name="us-east-1"), "g5.xlarge"))
+    eu = set(zones(boto3.client("ec2", region_name="eu-west-1"), "g5.xlarge"))
+    full.update((z, "g5.xlarge") for z in east | eu)
+    try:
+        box = prov.launch(spec())
+    finally:
+        prov.state.close()
+    assert box.region == "us-west-2"
+    gave_up = [m.split()[3].rstrip(":") for m in messages if m.startswith("giving up on")]
+    assert gave_up == ["us-east-1", "eu-west-1"]
+    for region in ("us-east-1", "eu-west-1"):
+        assert leftovers(boto3.client("ec2", region_name=region)) == ([], [])
+
+
 def test_without_any_region_other_regions_are_not_tried(provider, ec2, full):
     seed_latency(provider, ["us-west-2"])
     full.add(("*", "g5.xlarge"))

@@ -244,7 +244,7 @@ def launch(provider: Any, spec: Any) -> Any:
         )  # fmt: skip
     for line in plan.lines:
         provider.say(line)
-    regions_to_try = plan.alternatives if spec.any_region else ()
+    regions_to_try = plan.alternatives if spec.any_region else configured_failover(settings)
 
     def zones_for(region: str, instance_type: str) -> list[str]:
         with session.aws_errors(f"checking where {instance_type} is offered in {region}"):
@@ -278,8 +278,18 @@ def launch(provider: Any, spec: Any) -> Any:
     raise CapacityError(
         f"no capacity for {', '.join(types)} in {', '.join(tried) or plan.region} now",
         hint="try again later, accept more types (--type g6.xlarge,g5.xlarge)"
-        + ("" if spec.any_region else ", or allow other regions (--any-region)"),
+        + (
+            ""
+            if spec.any_region
+            else ", or allow other regions (--any-region, or the failover_regions setting)"
+        ),
     )
+
+
+def configured_failover(settings: Settings) -> tuple[str, ...]:
+    """The `failover_regions` setting as a tuple, in the user's order."""
+    text = settings.failover_regions or ""
+    return tuple(r.strip() for r in text.split(",") if r.strip())
 
 
 def nearest_region(settings: Settings, instance_type: str) -> str:
