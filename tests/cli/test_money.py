@@ -173,6 +173,10 @@ def test_autostop_on_a_local_box_sets_shows_and_turns_off(capsys, isolation, tmp
         assert "idle auto-stop after 45m" in err
         code, out, err = gpubox(capsys, "autostop", "l1")
         assert code == 0 and "of 45m" in out
+        code, out, err = gpubox(capsys, "status", "l1")
+        assert code == 0 and "l1: idle" in out and "of 45m" in out
+        code, out, err = gpubox(capsys, "status", "l1", "--json")
+        assert json.loads(out)[0]["idle"]["limit_minutes"] == 45
     finally:
         code, _, err = gpubox(capsys, "autostop", "l1", "off")
     assert code == 0 and "bills until you stop it" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated
@@ -295,13 +296,23 @@ def status_cmd(
     settings = load_settings()
     with _open_state(settings) as state:
         boxes = lifecycle.status(settings, state, name, refresh=refresh)
+        # One box asked for by name: also what its idle agent says (one SSH command).
+        idle = _idle_of(settings, state, boxes[0]) if name and refresh is not False else None
     if json_out:
-        render.print_json([b.to_dict() for b in boxes])
+        rows = [b.to_dict() for b in boxes]
+        if idle is not None:
+            rows[0]["idle"] = dataclasses.asdict(idle)
+        render.print_json(rows)
         return
     if not boxes:
         render.info("no boxes yet; make one with `gpubox up NAME --provider local` (or --type, --host)")
         return
     render.table(["name", "provider", "state", "type", "region", "address", "up", "$/h"], _box_rows(boxes))
+    if idle is not None:
+        render.say(f"{boxes[0].name}: {idle.summary()}")
+        if idle.last_stop_reason:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(idle.last_stop_at or 0))
+            render.say(f"last idle stop {when}: {idle.last_stop_reason}")
     for b in boxes:
         if b.get("interrupted"):
             from gpubox.providers.aws.spot import Interruption
@@ -310,6 +321,22 @@ def status_cmd(
 
 
 app.command("ls", help="Alias of `status`.\n\nExample: gpubox ls")(status_cmd)
+
+
+def _idle_of(settings, state, box):
+    """The idle agent's view of a running box, or None when it cannot be had quickly."""
+    if box.state.value != "running":
+        return None
+    from gpubox import box as lifecycle
+    from gpubox.errors import GpuboxError
+    from gpubox.idle import read_idle_status
+    from gpubox.remote import ssh as remote_ssh
+
+    try:
+        _, endpoint = lifecycle.endpoint_for(settings, state, box.name)
+        return read_idle_status(remote_ssh.runner_for(endpoint, settings, box.name))
+    except GpuboxError:
+        return None
 
 
 @app.command()
