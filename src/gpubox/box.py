@@ -230,7 +230,10 @@ def _record_run(state: State, box: Box) -> None:
     if box.state is BoxState.RUNNING:
         state.run_started(box.name, box.type, box.price_per_hour, box.launched_at or time.time())
     elif box.state in (BoxState.STOPPED, BoxState.TERMINATED):
-        state.run_stopped(box.name, time.time())
+        # The provider's time of the stop when it knows it (an idle stop at night is
+        # noticed only at the next `status`), else now.
+        stopped_at = box.get("stopped_at")
+        state.run_stopped(box.name, float(stopped_at) if stopped_at else time.time())
 
 
 def status(

@@ -368,3 +368,17 @@ def test_a_spot_box_stopped_by_aws_says_it_was_interrupted(provider, ec2):
     plain = provider.launch(spec("plain"))
     ec2.stop_instances(InstanceIds=[plain.id])
     assert provider.find("plain").get("interrupted") is None
+
+
+def test_a_stopped_box_carries_when_it_stopped(provider, ec2):
+    import time as _time
+
+    from gpubox.providers.aws.instances import transition_time
+
+    assert transition_time("User initiated (2026-11-27 03:04:05 GMT)") == 1795748645.0
+    assert transition_time("") is None
+    box = provider.launch(spec())
+    before = _time.time()
+    provider.stop(box)
+    stopped_at = float(provider.find("box1").get("stopped_at"))
+    assert before - 2 <= stopped_at <= _time.time() + 1  # EC2's time stamp has whole seconds

@@ -223,6 +223,17 @@ def _epoch(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else None
 
 
+def transition_time(reason: str) -> float | None:
+    """Epoch seconds in EC2's 'User initiated (2026-11-27 03:04:05 GMT)', else None."""
+    import calendar
+    import re
+
+    found = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)", reason)
+    if not found:
+        return None
+    return float(calendar.timegm(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")))
+
+
 def box_from(
     settings: Settings,
     region: str,
@@ -247,6 +258,10 @@ def box_from(
         "aws_state": state_name,
         "spot_request": inst.get("SpotInstanceRequestId", ""),
     }
+    stopped_at = transition_time(inst.get("StateTransitionReason", ""))
+    if stopped_at is not None and state in (BoxState.STOPPED, BoxState.TERMINATED):
+        # When it really stopped (by the idle agent at 3 a.m., say), for cost so far.
+        extra["stopped_at"] = f"{stopped_at:.0f}"
     interruption = interruption_from_instance(inst)
     if interruption is not None:
         # status shows it, with how to resume (a persistent request keeps the disk).
