@@ -84,8 +84,12 @@ def test_up_status_stop_start_down_on_aws(endpoint, isolation):
         "box1", "running", inst["InstanceId"], "g4dn.xlarge",
     )
 
-    assert gpubox("stop", "box1").returncode == 0
+    stop = gpubox("stop", "box1")
+    assert stop.returncode == 0
+    assert "still billed while stopped: its 64 GB disk, about $5.12/month" in stop.stdout
     assert live_instances(endpoint)[0]["State"]["Name"] == "stopped"
+    table = gpubox("status", "--refresh").stdout
+    assert "stopped" in table and "$5.12/mo disk" in table  # what a stopped box keeps costing
     assert gpubox("start", "box1").returncode == 0
     assert live_instances(endpoint)[0]["State"]["Name"] == "running"
 

@@ -271,6 +271,11 @@ def _box_rows(boxes):
     for b in boxes:
         uptime = render.duration(now - b.launched_at) if b.launched_at and b.state.value == "running" else ""
         cost = render.money(b.price_per_hour) if b.price_per_hour is not None and b.provider == "aws" else ""
+        if b.provider == "aws" and b.state.value == "stopped" and b.disk_gb:
+            from gpubox.cost import disk_rate
+
+            # What a stopped box still costs: its disk, per month.
+            cost = render.money(b.disk_gb * disk_rate(b.region or "us-east-1").value, "/mo disk")
         state = b.state.value + (" (spot interruption)" if b.get("interrupted") else "")
         yield (b.name, b.provider, state, b.type or "", b.region or "", b.address or "", uptime, cost)
 
@@ -307,7 +312,7 @@ def status_cmd(
     if not boxes:
         render.info("no boxes yet; make one with `gpubox up NAME --provider local` (or --type, --host)")
         return
-    render.table(["name", "provider", "state", "type", "region", "address", "up", "$/h"], _box_rows(boxes))
+    render.table(["name", "provider", "state", "type", "region", "address", "up", "$"], _box_rows(boxes))
     if idle is not None:
         render.say(f"{boxes[0].name}: {idle.summary()}")
         if idle.last_stop_reason:
