@@ -218,6 +218,32 @@ def check_room(
     2 or 3 API calls: describe_instances, get_service_quota, and describe_instance_types
     for the types not in `known_vcpus` (the new one and those running, together).
     """
+    quota, vcpus = current_quota(sq, ec2, instance_type, spot, known_vcpus=known_vcpus)
+    code, name = quota.code, quota.name
+    need = vcpus[instance_type] * count
+    if quota.free_vcpus < need:
+        spot_flag = " --spot" if spot else ""
+        raise QuotaExceeded(
+            f"{instance_type} needs {need} vCPUs, but the quota '{name}' ({code}) in {region} "
+            f"is {int(quota.limit_vcpus)} vCPUs with {quota.used_vcpus} in use: "
+            f"{quota.free_vcpus} free",
+            hint=f"ask AWS for more (often approved within a day): gpubox quota request "
+            f"--type {instance_type}{spot_flag} --region {region}",
+        )
+    return quota
+
+
+def current_quota(
+    sq: Any,
+    ec2: Any,
+    instance_type: str,
+    spot: bool,
+    *,
+    known_vcpus: Mapping[str, int] | None = None,
+    with_requests: bool = False,
+) -> tuple[Quota, dict[str, int]]:
+    """The quota that holds the type, with its vCPUs in use now (and open requests);
+    also the vCPUs of every type looked up on the way."""
     family, market, code, name = quota_for(instance_type, spot)
     instances = running_instances(ec2)
     vcpus = dict(known_vcpus or {})
@@ -230,18 +256,9 @@ def check_room(
         market,
         quota_value(sq, code),
         used_vcpus(instances, vcpus)[(family, market)],
+        increase_requests(sq, code) if with_requests else (),
     )
-    need = vcpus[instance_type] * count
-    if quota.free_vcpus < need:
-        spot_flag = " --spot" if spot else ""
-        raise QuotaExceeded(
-            f"{instance_type} needs {need} vCPUs, but the quota '{name}' ({code}) in {region} "
-            f"is {int(quota.limit_vcpus)} vCPUs with {quota.used_vcpus} in use: "
-            f"{quota.free_vcpus} free",
-            hint=f"ask AWS for more (often approved within a day): gpubox quota request "
-            f"--type {instance_type}{spot_flag} --region {region}",
-        )
-    return quota
+    return quota, vcpus
 
 
 @dataclass(frozen=True)
@@ -262,18 +279,8 @@ def request_increase(
     """
     if count < 1:
         raise InvalidInput(f"--count must be 1 or more, not {count}")
-    family, market, code, name = quota_for(instance_type, spot)
-    instances = running_instances(ec2)
-    vcpus = vcpus_of_types(ec2, {instance_type} | {t for t, _ in instances if family_of(t)})
-    quota = Quota(
-        code,
-        name,
-        family,
-        market,
-        quota_value(sq, code),
-        used_vcpus(instances, vcpus)[(family, market)],
-        increase_requests(sq, code),
-    )
+    quota, vcpus = current_quota(sq, ec2, instance_type, spot, with_requests=True)
+    code = quota.code
     per_box = vcpus[instance_type]
     desired = quota.used_vcpus + per_box * count
     if desired <= quota.limit_vcpus:
