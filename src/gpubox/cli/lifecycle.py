@@ -272,10 +272,8 @@ def _box_rows(boxes):
         uptime = render.duration(now - b.launched_at) if b.launched_at and b.state.value == "running" else ""
         cost = render.money(b.price_per_hour) if b.price_per_hour is not None and b.provider == "aws" else ""
         if b.provider == "aws" and b.state.value == "stopped" and b.disk_gb:
-            from gpubox.cost import disk_rate
-
             # What a stopped box still costs: its disk, per month.
-            cost = render.money(b.disk_gb * disk_rate(b.region or "us-east-1").value, "/mo disk")
+            cost = render.money(_disk_per_month(b)[0], "/mo disk")
         state = b.state.value + (" (spot interruption)" if b.get("interrupted") else "")
         yield (b.name, b.provider, state, b.type or "", b.region or "", b.address or "", uptime, cost)
 
@@ -328,6 +326,14 @@ def status_cmd(
 app.command("ls", help="Alias of `status`.\n\nExample: gpubox ls")(status_cmd)
 
 
+def _disk_per_month(box):
+    """$ per month an AWS box's disk costs (running or stopped), and the rate used."""
+    from gpubox.cost import disk_rate
+
+    rate = disk_rate(box.region or "us-east-1")
+    return (box.disk_gb or 0) * rate.value, rate
+
+
 def _idle_of(settings, state, box):
     """The idle agent's view of a running box, or None when it cannot be had quickly."""
     if box.state.value != "running":
@@ -357,12 +363,10 @@ def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
         box = lifecycle.stop(settings, state, name, on_progress=progress)
     render.ok(f"'{box.name}' is {box.state.value}")
     if box.provider == "aws" and box.disk_gb:
-        from gpubox.cost import disk_rate
-
-        rate = disk_rate(box.region or "us-east-1")
+        per_month, rate = _disk_per_month(box)
         render.say(
             f"still billed while stopped: its {box.disk_gb} GB disk, about "
-            f"{render.money(box.disk_gb * rate.value, '/month')} ({rate.label()}); "
+            f"{render.money(per_month, '/month')} ({rate.label()}); "
             f"`gpubox down {name}` deletes it"
         )
 
