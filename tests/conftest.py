@@ -42,7 +42,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def isolation(tmp_path, monkeypatch):
-    """GPUBOX_HOME, HOME and the XDG folders under tmp_path; fake AWS credentials."""
+    """GPUBOX_HOME under tmp_path (every file gpubox keeps); fake AWS credentials; no
+    real address-detection or latency target. Tests that run a "host" set its HOME."""
     home = tmp_path / "gpubox-home"
     monkeypatch.setenv("GPUBOX_HOME", str(home))
     for name, value in AWS_ENV.items():
