@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpubox.providers.aws.images import IMAGE_TAG
-from gpubox.providers.aws.instances import BOX_TAG
-from gpubox.providers.aws.network import LIVE_STATES
+from gpubox.providers.aws.network import BOX_TAG, LIVE_STATES, tag_value
 from gpubox.providers.aws.session import aws_errors, client, error_code
 
 HOURS_PER_MONTH = 730.0
@@ -54,9 +53,6 @@ class GcResult:
     removed: tuple[Garbage, ...]
     failed: tuple[tuple[Garbage, str], ...]
 
-
-def _tag(item: Mapping[str, Any], key: str) -> str | None:
-    return next((t["Value"] for t in item.get("Tags", []) if t["Key"] == key), None)
 
 
 def _storage_price(region: str, kind: str) -> float:
@@ -116,7 +112,7 @@ def _scan_region(
     ]
     by_name: dict[str, list[dict[str, Any]]] = {}
     for inst in instances:
-        by_name.setdefault(_tag(inst, BOX_TAG) or "", []).append(inst)
+        by_name.setdefault(tag_value(inst, BOX_TAG) or "", []).append(inst)
     owners = set(by_name) | set(keep)
     for name, group in by_name.items():
         wanted = keep.get(name)
@@ -134,7 +130,7 @@ def _scan_region(
         "Volumes"
     ]:
         per_gb = _storage_price(region, vol.get("VolumeType", "gp3"))
-        out.append(Garbage("volume", vol["VolumeId"], region, _tag(vol, BOX_TAG),
+        out.append(Garbage("volume", vol["VolumeId"], region, tag_value(vol, BOX_TAG),
                            "not attached to any instance", vol["Size"] * per_gb,
                            vol["Size"]))  # fmt: skip
 
@@ -145,8 +141,8 @@ def _scan_region(
     for image in ec2.describe_images(Owners=["self"])["Images"]:
         snapshots = [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
                      if m.get("Ebs", {}).get("SnapshotId")]  # fmt: skip
-        box = _tag(image, BOX_TAG)
-        name = _tag(image, IMAGE_TAG)
+        box = tag_value(image, BOX_TAG)
+        name = tag_value(image, IMAGE_TAG)
         if box is None or (name and image.get("State") != "failed"):
             in_use.update(snapshots)  # not gpubox's, or a saved image: kept
         size = sum(m["Ebs"].get("VolumeSize", 0) for m in image.get("BlockDeviceMappings", [])
@@ -171,23 +167,23 @@ def _scan_region(
         size = snap.get("VolumeSize", 0)
         image_id = doomed.get(snap["SnapshotId"])
         why = f"belongs to {image_id}, removed too" if image_id else "no registered image uses it"
-        out.append(Garbage("snapshot", snap["SnapshotId"], region, _tag(snap, BOX_TAG), why,
+        out.append(Garbage("snapshot", snap["SnapshotId"], region, tag_value(snap, BOX_TAG), why,
                            size * snap_price, size))  # fmt: skip
 
     for sg in ec2.describe_security_groups(Filters=TAGGED)["SecurityGroups"]:
-        box = _tag(sg, BOX_TAG)
+        box = tag_value(sg, BOX_TAG)
         if box not in owners:
             out.append(Garbage("security-group", sg["GroupId"], region, box,
                                f"box '{box}' no longer exists", 0.0))  # fmt: skip
 
     for key in ec2.describe_key_pairs(Filters=TAGGED)["KeyPairs"]:
-        box = _tag(key, BOX_TAG)
+        box = tag_value(key, BOX_TAG)
         if box not in owners:
             out.append(Garbage("key-pair", key["KeyName"], region, box,
                                f"box '{box}' no longer exists", 0.0))  # fmt: skip
 
     for addr in ec2.describe_addresses(Filters=TAGGED)["Addresses"]:
-        box = _tag(addr, BOX_TAG)
+        box = tag_value(addr, BOX_TAG)
         if box not in owners or not addr.get("AssociationId"):
             why = "not attached to a box" if box in owners else f"box '{box}' no longer exists"
             out.append(Garbage("elastic-ip", addr["AllocationId"], region, box, why,

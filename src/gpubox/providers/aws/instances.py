@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpubox.errors import CapacityError, GpuboxError, InvalidInput
-from gpubox.providers.aws.network import LIVE_STATES, tags_for
+from gpubox.providers.aws.network import BOX_TAG, LIVE_STATES, tag_value, tags_for
 from gpubox.providers.aws.session import (
     CAPACITY_CODES,
     THROTTLE_CODES,
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from gpubox.config import Settings
     from gpubox.providers.aws.images import Image
 
-BOX_TAG = "gpubox:box"
 # Retried by hand on RunInstances (idempotent thanks to ClientToken); capacity is never.
 TRANSIENT_LAUNCH_CODES = THROTTLE_CODES | {"InternalError", "ServiceUnavailable", "Unavailable"}
 LAUNCH_TRIES = 4
@@ -215,9 +214,6 @@ def root_volume_sizes(settings: Settings, region: str, instances: list[dict]) ->
     return {roots[v["VolumeId"]]: int(v["Size"]) for v in volumes["Volumes"]}
 
 
-def _tag(inst: dict, key: str) -> str | None:
-    return next((t["Value"] for t in inst.get("Tags", []) if t["Key"] == key), None)
-
 
 def _epoch(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else None
@@ -267,7 +263,7 @@ def box_from(
         # status shows it, with how to resume (a persistent request keeps the disk).
         extra["interrupted"] = interruption.action
     return Box(
-        name=_tag(inst, BOX_TAG) or inst["InstanceId"],
+        name=tag_value(inst, BOX_TAG) or inst["InstanceId"],
         provider="aws",
         state=state,
         type=inst.get("InstanceType"),

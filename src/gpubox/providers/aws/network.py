@@ -7,6 +7,7 @@ keypairs.py.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +26,24 @@ def resource_name(box_name: str) -> str:
     return f"gpubox-{box_name}"
 
 
+# The tags every resource gpubox makes carries (docs/conventions.md): the one place.
+BOX_TAG = "gpubox:box"
+OWNER_TAG = "gpubox:owner"
+KIND_TAG = "gpubox:kind"
+
+
 def tags_for(box_name: str, owner: str, kind: str) -> list[dict[str, str]]:
     return [
-        {"Key": "gpubox:box", "Value": box_name},
-        {"Key": "gpubox:owner", "Value": owner},
-        {"Key": "gpubox:kind", "Value": kind},
+        {"Key": BOX_TAG, "Value": box_name},
+        {"Key": OWNER_TAG, "Value": owner},
+        {"Key": KIND_TAG, "Value": kind},
         {"Key": "Name", "Value": resource_name(box_name)},
     ]
+
+
+def tag_value(item: Mapping[str, Any], key: str) -> str | None:
+    """The value of one tag in an EC2 description (instance, volume, image ...), or None."""
+    return next((t["Value"] for t in item.get("Tags", []) if t["Key"] == key), None)
 
 
 # SSH source address ------------------------------------------------------------

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from gpubox.errors import GpuboxError, InvalidInput, NotFound
 from gpubox.providers.aws.images import IMAGE_TAG
-from gpubox.providers.aws.instances import BOX_TAG, find_instances
-from gpubox.providers.aws.network import LIVE_STATES, tags_for
+from gpubox.providers.aws.instances import find_instances
+from gpubox.providers.aws.network import BOX_TAG, KIND_TAG, LIVE_STATES, tag_value, tags_for
 from gpubox.providers.aws.session import aws_errors, caller_identity, client, error_code
 
 if TYPE_CHECKING:
@@ -60,9 +60,6 @@ def check_image_name(name: str) -> str:
     return name
 
 
-def _tag(item: dict[str, Any], key: str) -> str | None:
-    return next((t["Value"] for t in item.get("Tags", []) if t["Key"] == key), None)
-
 
 def _epoch(text: str | None) -> float | None:
     if not text:
@@ -78,13 +75,13 @@ def _epoch(text: str | None) -> float | None:
 def _saved_from(found: dict[str, Any], region: str) -> SavedImage:
     ebs = [m["Ebs"] for m in found.get("BlockDeviceMappings", []) if "Ebs" in m]
     return SavedImage(
-        name=_tag(found, IMAGE_TAG) or found.get("Name") or found["ImageId"],
+        name=tag_value(found, IMAGE_TAG) or found.get("Name") or found["ImageId"],
         image_id=found["ImageId"],
         region=region,
         state=found.get("State", "unknown"),
         size_gb=sum(int(e.get("VolumeSize") or 0) for e in ebs),
         created_at=_epoch(found.get("CreationDate")),
-        box=_tag(found, BOX_TAG),
+        box=tag_value(found, BOX_TAG),
         snapshot_ids=tuple(e["SnapshotId"] for e in ebs if e.get("SnapshotId")),
     )
 
@@ -139,7 +136,7 @@ def boxes_using(settings: Settings, image: SavedImage) -> tuple[str, ...]:
             for r in page["Reservations"]
             for inst in r["Instances"]
         ]
-    return tuple(sorted(_tag(i, BOX_TAG) or i["InstanceId"] for i in found))
+    return tuple(sorted(tag_value(i, BOX_TAG) or i["InstanceId"] for i in found))
 
 
 def _snapshots_of(ec2: Any, image_id: str, known: Iterable[str]) -> list[str]:
@@ -265,8 +262,8 @@ def create_saved_image(
         )["ImageId"]
     try:
         found = _wait_available(ec2, image_id, say, timeout, poll, sleep, clock)
-        snapshot_tags = [t for t in tags if t["Key"] != "gpubox:kind"]
-        snapshot_tags.append({"Key": "gpubox:kind", "Value": "snapshot"})
+        snapshot_tags = [t for t in tags if t["Key"] != KIND_TAG]
+        snapshot_tags.append({"Key": KIND_TAG, "Value": "snapshot"})
         snapshots = _saved_from(found, region).snapshot_ids
         if snapshots:  # tagged afterwards: TagSpecifications for snapshots is not portable
             with aws_errors("tagging the image's snapshots"):
