@@ -21,7 +21,7 @@ from gpubox.errors import (
     did_you_mean,
 )
 from gpubox.providers import PROVIDERS, get_provider
-from gpubox.providers.base import Box, BoxSpec, BoxState, Provider, SshEndpoint
+from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, Provider, SshEndpoint
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -31,7 +31,6 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}$")
 # A cached status younger than this is shown without asking the cloud.
 STATUS_TTL_SECONDS = 30.0
 
-Progress = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:

@@ -8,9 +8,14 @@ dataclasses cross this seam, never loose dicts.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+# What the library tells a person while it works ("waiting for SSH ..."); the CLI
+# turns it into a spinner, a Python user into whatever they like.
+Progress = Callable[[str], None]
 
 
 class BoxState(enum.StrEnum):

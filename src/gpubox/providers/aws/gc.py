@@ -8,13 +8,14 @@ decision after showing the plan: `find_garbage` changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gpubox.providers.aws.images import IMAGE_TAG
 from gpubox.providers.aws.network import BOX_TAG, LIVE_STATES, tag_value
 from gpubox.providers.aws.session import aws_errors, client, error_code
+from gpubox.providers.base import Progress
 
 HOURS_PER_MONTH = 730.0
 # Every public IPv4 address, attached or not, is billed since February 2024.
@@ -23,7 +24,6 @@ TAGGED = [{"Name": "tag-key", "Values": [BOX_TAG]}]
 # Removal order: what holds others first (an instance holds its group, key, volumes).
 ORDER = ("instance", "elastic-ip", "image", "snapshot", "volume", "security-group", "key-pair")
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

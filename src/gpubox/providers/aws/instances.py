@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from gpubox.providers.aws.session import (
     map_error,
 )
 from gpubox.providers.aws.spot import interruption_from_instance, market_options
-from gpubox.providers.base import Box, BoxSpec, BoxState
+from gpubox.providers.base import Box, BoxSpec, BoxState, Progress
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -35,7 +34,6 @@ LAUNCH_TRIES = 4
 WAIT_DELAY_SECONDS = 5
 WAIT_MAX_ATTEMPTS = 120
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,12 @@ from gpubox.providers.aws.session import (
     remember_region,
     used_regions,
 )
-from gpubox.providers.base import Box, BoxSpec, BoxState, SshEndpoint
+from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, SshEndpoint
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
     from gpubox.state import State
 
-Progress = Callable[[str], None]
 # Where "it is offered in ..." hints look when a type is missing from the chosen region.
 HINT_REGIONS = (
     "us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1",

@@ -18,6 +18,7 @@ from gpubox.providers.aws.images import IMAGE_TAG
 from gpubox.providers.aws.instances import find_instances
 from gpubox.providers.aws.network import BOX_TAG, KIND_TAG, LIVE_STATES, tag_value, tags_for
 from gpubox.providers.aws.session import aws_errors, caller_identity, client, error_code
+from gpubox.providers.base import Progress
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -26,7 +27,6 @@ IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 WAIT_SECONDS = 2 * 3600  # a large disk's first image can take most of an hour
 POLL_SECONDS = 10.0
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
