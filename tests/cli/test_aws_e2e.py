@@ -12,23 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 
 import pytest
 import requests
 
+from tests.cli.farhost import URL_RE, far_host
 from tests.providers.aws.moto_seed import seed_images
-from tests.sshd import keygen, start_sshd
-from tests.test_bootstrap import (
-    REAL_UV_CACHE,
-    TORCH_WHEEL,
-    free_port,
-    kill_host_servers,
-    make_site,
-    serve,
-)
+from tests.sshd import keygen
+from tests.test_bootstrap import TORCH_WHEEL
 
 pytestmark = [
     pytest.mark.sshd,
@@ -50,61 +41,35 @@ def test_up_on_aws_launches_sets_up_and_opens_jupyter_then_down_cleans_up(
     keys = isolation / "data" / "keys"
     keys.mkdir(parents=True, mode=0o700)
     key = keygen(keys / "box1.pem", "box1")
-    far_home = tmp_path / "far-home"
-    far_home.mkdir()
-    server = start_sshd(
-        tmp_path / "sshd", user_key=key,
-        session_env={"HOME": str(far_home), "UV_CACHE_DIR": REAL_UV_CACHE, "UV_NATIVE_TLS": "1"},
-    )  # fmt: skip
-    (tmp_path / "site").mkdir()
-    make_site(tmp_path / "site")
-    with serve(tmp_path / "site") as base_url:
-        env = {
-            **os.environ,
+    with far_host(tmp_path, user_key=key, box="box1") as far_side:
+        far_home, gpubox = far_side.home, far_side.gpubox
+        far_side.env.update({
             "AWS_ENDPOINT_URL": moto_server,
-            "GPUBOX_SSH_ADDRESS": f"127.0.0.1:{server.port}",
+            "GPUBOX_SSH_ADDRESS": f"127.0.0.1:{far_side.server.port}",
             "GPUBOX_SSH_USER_AWS": "root",
-            "GPUBOX_NOTEBOOKS_URL": f"{base_url}/d2l-en.zip",
-            "GPUBOX_TORCH_INDEX_URL": f"{base_url}/whl",
-            "GPUBOX_PIP_FIND_LINKS": "/opt/wheels",
-            "GPUBOX_FRAMEWORK_PACKAGES": "torch==2.13.0",
-            "GPUBOX_JUPYTER_PORT": str(free_port()),
-            "COLUMNS": "200",
-        }
-
-        def gpubox(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [sys.executable, "-m", "gpubox", *args],
-                env=env, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL,
-            )
-
+        })  # fmt: skip
         ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_server)
-        try:
-            # The idle agent is off: on this test host its stop would shut this machine down.
-            up = gpubox("up", "box1", "--type", "g4dn.xlarge", "--ssh-from", "203.0.113.7/32",
-                        "--idle-stop", "off", "--no-browser")
-            assert up.returncode == 0, up.stdout + up.stderr
-            url = re.search(r"Jupyter: (http://127\.0\.0\.1:\d+/lab\?token=\w+)", up.stdout).group(1)
-            base, token = url.split("/lab?token=")
-            answer = requests.get(f"{base}/api/status", timeout=10,
-                                  headers={"Authorization": f"token {token}"})
-            assert answer.status_code == 200
-            device = json.loads((far_home / ".gpubox/state/device.json").read_text())
-            assert device["ok"] is True and device["device"] == "cpu"
-            [instance] = [i for r in ec2.describe_instances()["Reservations"]
-                          for i in r["Instances"]]
-            assert instance["KeyName"] == "gpubox-box1"
-            assert instance["State"]["Name"] == "running"
-
-            down = gpubox("down", "box1", "--yes")
-            assert down.returncode == 0, down.stderr
-            with pytest.raises(requests.ConnectionError):
-                requests.get(f"{base}/api/status", timeout=5)  # the tunnel is closed
-            states = [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"]
+        # The idle agent is off: on this test host its stop would shut this machine down.
+        up = gpubox("up", "box1", "--type", "g4dn.xlarge", "--ssh-from", "203.0.113.7/32",
+                    "--idle-stop", "off", "--no-browser")
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = URL_RE.search(up.stdout).group(1)
+        base, token = url.split("/lab?token=")
+        answer = requests.get(f"{base}/api/status", timeout=10,
+                              headers={"Authorization": f"token {token}"})
+        assert answer.status_code == 200
+        device = json.loads((far_home / ".gpubox/state/device.json").read_text())
+        assert device["ok"] is True and device["device"] == "cpu"
+        [instance] = [i for r in ec2.describe_instances()["Reservations"]
                       for i in r["Instances"]]
-            assert states == ["terminated"]
-            assert ec2.describe_key_pairs()["KeyPairs"] == []
-        finally:
-            gpubox("jupyter", "box1", "--stop")
-            kill_host_servers(far_home)
-            server.stop()
+        assert instance["KeyName"] == "gpubox-box1"
+        assert instance["State"]["Name"] == "running"
+
+        down = gpubox("down", "box1", "--yes")
+        assert down.returncode == 0, down.stderr
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{base}/api/status", timeout=5)  # the tunnel is closed
+        states = [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"]
+                  for i in r["Instances"]]
+        assert states == ["terminated"]
+        assert ec2.describe_key_pairs()["KeyPairs"] == []

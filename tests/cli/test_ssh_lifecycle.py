@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-import sys
 
 import pytest
 import requests
 
-from tests.sshd import start_sshd
-from tests.test_bootstrap import (
-    REAL_UV_CACHE,
-    TORCH_WHEEL,
-    free_port,
-    kill_host_servers,
-    make_site,
-    serve,
-)
+from tests.cli.farhost import URL_RE, far_host
+from tests.test_bootstrap import TORCH_WHEEL
 
 pytestmark = [
     pytest.mark.sshd,
@@ -37,73 +28,46 @@ pytestmark = [
 
 
 def test_up_status_again_ssh_stop_down_on_an_ssh_host(tmp_path):
-    far_home = tmp_path / "far-home"
-    far_home.mkdir()
-    server = start_sshd(
-        tmp_path / "sshd",
-        session_env={"HOME": str(far_home), "UV_CACHE_DIR": REAL_UV_CACHE, "UV_NATIVE_TLS": "1"},
-    )
-    (tmp_path / "site").mkdir()
-    make_site(tmp_path / "site")
-    host = f"root@127.0.0.1:{server.port}"
-    with serve(tmp_path / "site") as base_url:
-        env = {
-            **os.environ,
-            "GPUBOX_NOTEBOOKS_URL": f"{base_url}/d2l-en.zip",
-            "GPUBOX_TORCH_INDEX_URL": f"{base_url}/whl",
-            "GPUBOX_PIP_FIND_LINKS": "/opt/wheels",
-            "GPUBOX_FRAMEWORK_PACKAGES": "torch==2.13.0",
-            "GPUBOX_JUPYTER_PORT": str(free_port()),
-        }
+    with far_host(tmp_path, box="far") as far_side:
+        server, far_home, gpubox = far_side.server, far_side.home, far_side.gpubox
+        host = f"root@127.0.0.1:{server.port}"
+        up = gpubox("up", "far", "--host", host, "--key", str(server.key_path), "--no-browser")
+        assert up.returncode == 0, up.stderr
+        assert "SHA256:" in up.stderr  # the pinned host key's fingerprint, said once
+        url = URL_RE.search(up.stdout).group(1)
+        base, token = url.split("/lab?token=")
+        answer = requests.get(f"{base}/api/status", timeout=10,
+                              headers={"Authorization": f"token {token}"})
+        assert answer.status_code == 200
 
-        def gpubox(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [sys.executable, "-m", "gpubox", *args],
-                env=env, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL,
-            )
+        listed = json.loads(gpubox("status", "--json", "--refresh").stdout)
+        assert [(b["name"], b["provider"], b["state"]) for b in listed] == [
+            ("far", "ssh", "running")
+        ]
 
-        try:
-            up = gpubox("up", "far", "--host", host, "--key", str(server.key_path), "--no-browser")
-            assert up.returncode == 0, up.stderr
-            assert "SHA256:" in up.stderr  # the pinned host key's fingerprint, said once
-            url = re.search(r"Jupyter: (http://127\.0\.0\.1:\d+/lab\?token=\w+)", up.stdout).group(1)
-            base, token = url.split("/lab?token=")
-            answer = requests.get(f"{base}/api/status", timeout=10,
-                                  headers={"Authorization": f"token {token}"})
-            assert answer.status_code == 200
+        again = gpubox("up", "far", "--no-browser", "--host", host,
+                       "--key", str(server.key_path))
+        assert again.returncode == 0, again.stderr
+        assert f"Jupyter: {url}" in again.stdout  # the same live tunnel
+        assert "✓ jupyter" not in again.stderr  # every step skipped
 
-            listed = json.loads(gpubox("status", "--json", "--refresh").stdout)
-            assert [(b["name"], b["provider"], b["state"]) for b in listed] == [
-                ("far", "ssh", "running")
-            ]
+        far = gpubox("ssh", "far", "--", "echo", "$HOME")
+        assert far.stdout.strip() == str(far_home)
+        # Plain ssh with gpubox's config (what `ssh-config --install` includes) works too.
+        ssh_config = tmp_path / "gpubox-home" / "data" / "ssh_config"
+        plain = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "far",
+                                "echo", "plain"], capture_output=True, text=True, timeout=60)
+        assert plain.stdout.strip() == "plain", plain.stderr
 
-            again = gpubox("up", "far", "--no-browser", "--host", host,
-                           "--key", str(server.key_path))
-            assert again.returncode == 0, again.stderr
-            assert f"Jupyter: {url}" in again.stdout  # the same live tunnel
-            assert "✓ jupyter" not in again.stderr  # every step skipped
+        stop = gpubox("stop", "far")
+        assert stop.returncode != 0 and "cannot stop a host it does not own" in stop.stderr
+        assert "Traceback" not in stop.stderr
 
-            far = gpubox("ssh", "far", "--", "echo", "$HOME")
-            assert far.stdout.strip() == str(far_home)
-            # Plain ssh with gpubox's config (what `ssh-config --install` includes) works too.
-            ssh_config = tmp_path / "gpubox-home" / "data" / "ssh_config"
-            plain = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", "far",
-                                    "echo", "plain"], capture_output=True, text=True, timeout=60)
-            assert plain.stdout.strip() == "plain", plain.stderr
-
-            stop = gpubox("stop", "far")
-            assert stop.returncode != 0 and "cannot stop a host it does not own" in stop.stderr
-            assert "Traceback" not in stop.stderr
-
-            down = gpubox("down", "far")
-            assert down.returncode == 0, down.stderr
-            assert not (far_home / ".gpubox/state/jupyter.pid").exists()
-            with pytest.raises(requests.ConnectionError):
-                requests.get(f"{base}/api/status", timeout=5)
-            assert (far_home / ".gpubox/venv").is_dir() and (far_home / "d2l").is_dir()
-            assert json.loads(gpubox("status", "--json", "--refresh").stdout) == []
-            assert "Host far" not in ssh_config.read_text()
-        finally:
-            gpubox("jupyter", "far", "--stop")
-            kill_host_servers(far_home)
-            server.stop()
+        down = gpubox("down", "far")
+        assert down.returncode == 0, down.stderr
+        assert not (far_home / ".gpubox/state/jupyter.pid").exists()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{base}/api/status", timeout=5)
+        assert (far_home / ".gpubox/venv").is_dir() and (far_home / "d2l").is_dir()
+        assert json.loads(gpubox("status", "--json", "--refresh").stdout) == []
+        assert "Host far" not in ssh_config.read_text()
