@@ -432,6 +432,7 @@ def down(
     settings = load_settings()
     with _open_state(settings) as state:
         if not yes and render.can_ask():
+            _offer_work_first(settings, state, name)
             _offer_image_first(settings, state, name)
         with _progress(f"taking '{name}' down") as progress:
             box = lifecycle.down(
@@ -461,3 +462,50 @@ def _offer_image_first(settings, state, name: str) -> None:
             settings, box.region, name, image_name, stop_first=True, on_progress=progress
         )
     render.ok(f"saved image '{image_name}' ({created.image.image_id})")
+
+
+def _offer_work_first(settings, state, name: str) -> None:
+    """Before `down`, list the files changed on the box since setup and offer to copy
+    them here (a box never set up, or one not running, is skipped)."""
+    import os
+
+    from gpubox import box as lifecycle
+    from gpubox.errors import GpuboxError
+    from gpubox.jupyter import token_path
+    from gpubox.remote import work
+    from gpubox.remote.transfer import Far
+
+    if not token_path(settings, name).is_file():
+        return  # never set up here: no notebooks of its own to save
+    try:
+        _, endpoint = lifecycle.endpoint_for(settings, state, name)
+        if endpoint.local:
+            return  # this machine: `down` deletes nothing of it
+        far = Far(endpoint, settings, name)
+        changed = work.changed_since_setup(far)
+    except GpuboxError as exc:
+        render.warn(f"could not list your work on '{name}': {exc.message}")
+        return
+    if not changed:
+        return
+    total = sum(f.size for f in changed)
+    render.info(f"{len(changed)} file{'s' if len(changed) != 1 else ''} changed on '{name}' "
+                f"since setup ({_size(total)}):")
+    for f in changed[:15]:
+        render.info(f"  {f.path}  ({_size(f.size)})")
+    if len(changed) > 15:
+        render.info(f"  … and {len(changed) - 15} more")
+    target = os.path.join(os.getcwd(), f"{name}-work")
+    if not render.confirm(f"Copy them to {target} here first?"):
+        return
+    with _progress(f"copying your work to {target}"):
+        work.fetch_work(far, changed, target)
+    render.ok(f"copied {len(changed)} files to {target}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
