@@ -96,7 +96,7 @@ def test_cp_up_and_back_recursive_with_spaces(box, tmp_path):
     up = gpubox("cp", str(src), "b1:~/far dir/my data")
     assert up.returncode == 0, up.stderr
     assert tree(box / "far dir" / "my data") == tree(src)
-    assert "2 files sent" in up.stderr
+    assert "2 changed files sent" in up.stderr
 
     back = gpubox("cp", "b1:~/far dir/my data", str(tmp_path / "back") + "/")
     assert back.returncode == 0, back.stderr
@@ -113,7 +113,7 @@ def test_a_second_copy_sends_only_the_changed_file(box, tmp_path):
     (src / "a.txt").write_text("alpha, changed\n")
     again = gpubox("cp", str(src), "b1:proj")
     assert again.returncode == 0, again.stderr
-    assert "1 file sent" in again.stderr
+    assert "1 changed file sent" in again.stderr
     assert far_a.read_text() == "alpha, changed\n"
     # rsync writes a resent file anew (new inode); the unchanged one is not touched
     assert far_a.stat().st_ino != inodes[0] and far_b.stat().st_ino == inodes[1]

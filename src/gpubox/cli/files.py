@@ -57,8 +57,8 @@ def _report(copied, what: str) -> None:
         render.ok(f"{what} → {copied.target}")
         return
     count = len(copied.sent)
-    render.ok(f"{what} → {copied.target} ({count} file{'s' if count != 1 else ''} sent, "
-              "the rest unchanged)")
+    render.ok(f"{what} → {copied.target} ({count} changed file{'s' if count != 1 else ''} sent; "
+              "unchanged ones skipped)")
 
 
 def _interrupted(again: str) -> None:
