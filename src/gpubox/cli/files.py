@@ -121,6 +121,7 @@ def sync(
 
     Example: gpubox sync box1 ~/proj ~/proj --watch
     """
+    from gpubox.errors import GpuboxError
     from gpubox.remote import sync as syncing
 
     with _box(name) as (_, _, far):
@@ -135,8 +136,15 @@ def sync(
         if not watch:
             return
         render.info("watching for changes (Ctrl-C to stop)")
+
+        def again() -> None:
+            try:
+                once()
+            except GpuboxError as exc:  # the box may be back by the next change
+                render.warn(f"this sync failed, still watching: {exc.message}")
+
         try:
-            syncing.watch(local_dir, once)
+            syncing.watch(local_dir, again)
         except KeyboardInterrupt:
             render.ok("stopped watching")
 
@@ -177,5 +185,7 @@ def forward(
         opened = forwards.open_forwards(settings, state, name, endpoint, ports)
     finally:
         state.close()
+    if endpoint.local:
+        render.info(f"'{name}' is this machine: its ports are here already, nothing to forward")
     for f in opened:
         render.say(f.describe() + (" (already open)" if f.reused else ""))

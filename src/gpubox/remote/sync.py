@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 
 from gpubox.errors import InvalidInput, NotFound
-from gpubox.remote.transfer import Copied, Far, OnProgress, rsync, send_list
+from gpubox.remote.tarstream import send_list
+from gpubox.remote.transfer import Copied, Far, OnProgress, rsync
 
 IGNORE_FILES = (".gitignore", ".gpuboxignore")
 FILTERS = ("- .git/", *(f":- {name}" for name in IGNORE_FILES))

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpubox.errors import GpuboxError, InvalidInput, NotFound
 from gpubox.remote.runner import tail
@@ -73,14 +73,17 @@ class Far:
     name: str
     home: str = ""
     has_rsync: bool = False
+    _runner: Any = field(default=None, repr=False)
 
     def shell(self, command: str) -> list[str]:
         """argv that runs a bash command on the box (this machine for a local box)."""
         if self.endpoint.local:
             return ["bash", "-c", command]
-        from gpubox.remote.ssh import SshRunner
+        if self._runner is None:
+            from gpubox.remote.ssh import SshRunner
 
-        return SshRunner(self.endpoint, self.settings, self.name).argv(command)
+            self._runner = SshRunner(self.endpoint, self.settings, self.name)
+        return self._runner.argv(command)  # pins the host key on first use
 
     def rsync_shell(self) -> list[str]:
         if self.endpoint.local:
@@ -91,17 +94,33 @@ class Far:
         return ["-e", shlex.join(["ssh", *opts, "-l", self.endpoint.user])]
 
     def rsync_arg(self, path: str) -> str:
-        return path if self.endpoint.local else f"{self.endpoint.host}:{path}"
+        if self.endpoint.local:
+            return path
+        host = self.endpoint.host
+        return f"[{host}]:{path}" if ":" in host else f"{host}:{path}"  # IPv6 in brackets
 
     def absolute(self, path: str) -> str:
         if path == "~" or path.startswith("~/"):
             path = self.home + path[1:]
         return path if path.startswith("/") else posixpath.join(self.home, path)
 
+    def check(self, code: int, stderr: str, what: str) -> None:
+        """Raise the gpubox error for a failed command: ssh's own (exit 255), else `what`."""
+        if code == 0:
+            return
+        if code == 255 and not self.endpoint.local:
+            from gpubox.remote.ssh_errors import classify_failure
+
+            error = classify_failure(stderr, self.endpoint, self.settings, self.name)
+            if error is not None:
+                raise error
+        raise GpuboxError(f"{what} failed on '{self.name}' (exit {code})",
+                          hint=tail(stderr, 5) or None)
+
     def run(self, command: str, input: str | None = None) -> str:
         proc = subprocess.run(self.shell(command), input=input, capture_output=True, text=True,
                               stdin=None if input is not None else subprocess.DEVNULL)
-        _raise_for_ssh(self, proc.returncode, proc.stderr, command)
+        self.check(proc.returncode, proc.stderr, command)
         return proc.stdout
 
     def probe(self, path: str | None = None) -> str:
@@ -119,18 +138,6 @@ class Far:
         lines = out.splitlines()
         self.home, self.has_rsync = lines[0], lines[1] == "rsync"
         return lines[2] if path is not None else ""
-
-
-def _raise_for_ssh(far: Far, code: int, stderr: str, what: str) -> None:
-    if code == 0:
-        return
-    if code == 255 and not far.endpoint.local:
-        from gpubox.remote.ssh_errors import classify_failure
-
-        error = classify_failure(stderr, far.endpoint, far.settings, far.name)
-        if error is not None:
-            raise error
-    raise GpuboxError(f"{what} failed on '{far.name}' (exit {code})", hint=tail(stderr, 5) or None)
 
 
 def _local_kind(path: str) -> str:
@@ -188,7 +195,9 @@ def copy(
     elif not far.has_rsync:
         reason = f"rsync is not installed on '{far.name}'"
     if reason:
-        _tar_copy(far, upload, kind, source, target)
+        from gpubox.remote.tarstream import tar_copy
+
+        tar_copy(far, upload, kind, source, target)
         return Copied("tar", target, reason=reason)
     _mkdir_parent(far, upload, target)
     slash = "/" if kind == "dir" else ""
@@ -243,7 +252,7 @@ def rsync(
         finally:
             proc.stdout.close()
         errors.seek(0)
-        _raise_for_ssh(far, code, errors.read(), "rsync")
+        far.check(code, errors.read(), "rsync")
     return sent
 
 
@@ -254,73 +263,3 @@ def _line(line: str, sent: list[str], on_progress: OnProgress | None) -> None:
             sent.append(name)
     elif on_progress is not None and (match := PROGRESS_RE.match(line)):
         on_progress(int(match.group(1).replace(",", "")), int(match.group(2)), match.group(3))
-
-
-def pipe(first: list[str], second: list[str], *, input: bytes | None = None) -> tuple[int, int, str]:
-    """first | second; both exit codes and their stderr."""
-    with tempfile.TemporaryFile() as errors:
-        one = subprocess.Popen(first, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=errors)
-        two = subprocess.Popen(second, stdin=one.stdout, stdout=subprocess.DEVNULL, stderr=errors)
-        assert one.stdout is not None
-        one.stdout.close()
-        try:
-            if input is not None:
-                assert one.stdin is not None
-                one.stdin.write(input)
-                one.stdin.close()
-            codes = one.wait(), two.wait()
-        except BaseException:
-            for proc in (one, two):
-                proc.terminate()
-                proc.wait()
-            raise
-        errors.seek(0)
-        return codes[0], codes[1], errors.read().decode(errors="replace")
-
-
-def _tar_copy(far: Far, upload: bool, kind: str, source: str, target: str) -> None:
-    q = shlex.quote
-    if upload and kind == "dir":
-        first = ["tar", "-C", source, "-cf", "-", "."]
-        second = far.shell(f"mkdir -p {q(target)} && tar -C {q(target)} -xf -")
-    elif upload:
-        first = ["cat", "--", source]
-        name = q(os.path.basename(source))
-        second = far.shell(f'p={q(target)}; [ -d "$p" ] && p="$p"/{name}; '
-                           'mkdir -p "$(dirname "$p")" && cat > "$p"')
-    elif kind == "dir":
-        os.makedirs(target, exist_ok=True)
-        first = far.shell(f"tar -C {q(source)} -cf - .")
-        second = ["tar", "-C", target, "-xf", "-"]
-    else:
-        if os.path.isdir(target):
-            target = os.path.join(target, os.path.basename(source))
-        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        first = far.shell(f"cat -- {q(source)}")
-        second = ["sh", "-c", 'cat > "$0"', target]
-    codes = pipe(first, second)
-    _check_pipe(far, codes, "the tar copy")
-
-
-def _check_pipe(far: Far, codes: tuple[int, int, str], what: str) -> None:
-    one, two, stderr = codes
-    _raise_for_ssh(far, one or two, stderr, what)
-
-
-def send_list(far: Far, root: str, names: Sequence[str], target: str) -> None:
-    """Send these files (relative to the local `root`) into `target` on the box with tar."""
-    q = shlex.quote
-    data = b"".join(os.fsencode(n) + b"\0" for n in names)
-    second = far.shell(f"mkdir -p {q(target)} && tar -C {q(target)} -xf -")
-    codes = pipe(["tar", "-C", root, "--null", "-T", "-", "-cf", "-"], second, input=data)
-    _check_pipe(far, codes, "the tar copy")
-
-
-def fetch_list(far: Far, root: str, names: Sequence[str], target: str) -> None:
-    """Fetch these files (relative to `root` on the box) into the local folder `target`."""
-    os.makedirs(target, exist_ok=True)
-    listed = " ".join(shlex.quote(n) for n in names)
-    first = far.shell(f"cd {shlex.quote(root)} && tar -cf - -- {listed}")
-    codes = pipe(first, ["tar", "-C", target, "-xf", "-"])
-    _check_pipe(far, codes, "the tar copy")

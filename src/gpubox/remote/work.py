@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpubox.remote.transfer import Far, fetch_list
+from gpubox.remote.tarstream import fetch_list
+from gpubox.remote.transfer import Far
 
 FOLDERS = ("d2l", "work")  # under the box's home: the notebooks folder, and ~/work
 MARKER = ".gpubox/state/notebooks"
