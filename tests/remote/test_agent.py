@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.remote.test_transfer import add_box, gpubox
+from tests.remote.farbox import add_box, gpubox
 from tests.sshd import keygen
 
 pytestmark = [

@@ -11,7 +11,7 @@ import pytest
 
 from gpubox.jupyter import token_for
 from tests.cli.test_aws_subprocess import run_in_terminal
-from tests.remote.test_transfer import add_box, far, gpubox  # noqa: F401 (far: a fixture)
+from tests.remote.farbox import add_box, gpubox
 
 pytestmark = [
     pytest.mark.sshd,
@@ -34,7 +34,7 @@ def plant_work(home):
     (home / "d2l/.ipynb_checkpoints/x.ipynb").write_text("autosave")
 
 
-def test_down_at_a_terminal_offers_to_copy_the_work_first(far, settings, tmp_path, monkeypatch):  # noqa: F811
+def test_down_at_a_terminal_offers_to_copy_the_work_first(far, settings, tmp_path, monkeypatch):
     add_box(settings, far)
     token_for(settings, "b1")  # set up here (the offer is for boxes gpubox set up)
     plant_work(far.home)
@@ -51,7 +51,7 @@ def test_down_at_a_terminal_offers_to_copy_the_work_first(far, settings, tmp_pat
     assert (far.home / "work/model.pt").is_file()  # down of an ssh host deletes nothing there
 
 
-def test_down_without_a_terminal_asks_nothing(far, settings, tmp_path, monkeypatch):  # noqa: F811
+def test_down_without_a_terminal_asks_nothing(far, settings, tmp_path, monkeypatch):
     add_box(settings, far)
     token_for(settings, "b1")
     plant_work(far.home)

@@ -16,7 +16,7 @@ import requests
 
 from gpubox.remote.ssh import close_master
 from gpubox.remote.tunnel import free_local_port
-from tests.remote.test_transfer import add_box, far, gpubox  # noqa: F401 (far: a fixture)
+from tests.remote.farbox import add_box, gpubox
 
 pytestmark = [
     pytest.mark.sshd,
@@ -51,7 +51,7 @@ def web(tmp_path):
 
 
 @pytest.fixture
-def box(far, settings):  # noqa: F811
+def box(far, settings):
     provider, made = add_box(settings, far)
     endpoint = provider.endpoint(made)
     yield made
@@ -115,7 +115,7 @@ def test_bad_port_spec_is_one_error_line(box):
     assert done.returncode == 2 and "bad port in 'tensorboard'" in done.stderr
 
 
-def test_up_forward_opens_it_with_the_box(far, web, settings):  # noqa: F811
+def test_up_forward_opens_it_with_the_box(far, web, settings):
     host = f"{far.user}@127.0.0.1:{far.port}"
     local = free_local_port()
     try:

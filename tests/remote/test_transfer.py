@@ -13,64 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gpubox.providers.base import BoxSpec
-from gpubox.providers.ssh import SshProvider
 from gpubox.remote.ssh import close_master
-from tests.sshd import start_sshd
+from tests.remote.farbox import add_box, gpubox, path_without
 
 pytestmark = [
     pytest.mark.sshd,
     pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs openssh-server"),
     pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync (apt-get install rsync)"),
 ]
-
-
-def gpubox(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gpubox", *args], capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )  # fmt: skip
-
-
-def path_without(tmp: Path, program: str) -> str:
-    """A PATH folder with every program of /usr/bin and /bin but `program` (links)."""
-    folder = tmp / "bin"
-    folder.mkdir(parents=True, exist_ok=True)
-    for source in ("/usr/bin", "/bin"):
-        for entry in os.scandir(source):
-            if entry.name != program and not os.path.lexists(folder / entry.name):
-                (folder / entry.name).symlink_to(entry.path)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def far(tmp_path_factory):
-    """A far host: its own sshd, sessions with HOME = far/home."""
-    root = tmp_path_factory.mktemp("far")
-    (root / "home").mkdir()
-    server = start_sshd(root / "sshd", session_env={"HOME": str(root / "home")})
-    server.home = root / "home"
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def bare(tmp_path_factory):
-    """A far host without rsync on its PATH."""
-    root = tmp_path_factory.mktemp("bare")
-    (root / "home").mkdir()
-    server = start_sshd(root / "sshd", session_env={
-        "HOME": str(root / "home"), "PATH": path_without(root, "rsync")})
-    server.home = root / "home"
-    yield server
-    server.stop()
-
-
-def add_box(settings, server, name: str = "b1"):
-    provider = SshProvider(settings)
-    box = provider.launch(BoxSpec(name=name, provider="ssh", key_path=server.key_path,
-                                  host=f"{server.user}@127.0.0.1:{server.port}"))
-    return provider, box
 
 
 @pytest.fixture

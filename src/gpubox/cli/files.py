@@ -132,10 +132,9 @@ def sync(
                                       use_rsync=not tar)
             _report(copied, local_dir)
 
-        once()
         if not watch:
+            once()
             return
-        render.info("watching for changes (Ctrl-C to stop)")
 
         def again() -> None:
             try:
@@ -143,8 +142,9 @@ def sync(
             except GpuboxError as exc:  # the box may be back by the next change
                 render.warn(f"this sync failed, still watching: {exc.message}")
 
+        render.info("watching for changes after this sync (Ctrl-C to stop)")
         try:
-            syncing.watch(local_dir, again)
+            syncing.watch(local_dir, once, again)
         except KeyboardInterrupt:
             render.ok("stopped watching")
 

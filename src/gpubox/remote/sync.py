@@ -134,16 +134,20 @@ def snapshot(root: str) -> dict[str, tuple[int, int]]:
 
 def watch(
     root: str,
+    first: Callable[[], None],
     again: Callable[[], None],
     *,
     interval: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Call `again` after each change under root (polling mtimes); until Ctrl-C."""
+    """Call `first`, then `again` after each change under root (polling mtimes), until
+    Ctrl-C. Each look is taken before the sync it starts: a change made during a
+    sync is seen by the next look."""
     last = snapshot(root)
+    first()
     while True:
         sleep(interval)
         now = snapshot(root)
         if now != last:
+            last = now
             again()
-            last = snapshot(root)
