@@ -286,9 +286,10 @@ def stop(settings: Settings, state: State, name: str, on_progress: Progress | No
     prov, box = find_box(settings, state, name, on_progress)
     if box.state is BoxState.STOPPED:
         return box
-    from gpubox import jupyter
+    from gpubox import forwards, jupyter
 
     jupyter.close_jupyter(settings, state, name)
+    forwards.close_forwards(settings, state, name)
     box = prov.stop(box)
     state.remember(box)
     _record_run(state, box)
@@ -367,9 +368,10 @@ def down(
                 hint=f"run it in a terminal to answer the question, or pass --yes: "
                 f"`gpubox down {name} --yes`",
             )
-    from gpubox import jupyter
+    from gpubox import forwards, jupyter
 
     jupyter.close_jupyter(settings, state, name)
+    forwards.close_forwards(settings, state, name)
     if not destructive:
         _stop_host_services(settings, prov, box, on_progress or _quiet)
     prov.terminate(box)

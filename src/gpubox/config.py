@@ -57,6 +57,9 @@ class Settings:
     jupyter_port: int = 8888  # on the box, bound to its 127.0.0.1
 
     idle_stop_minutes: int = 60
+    # Forward this machine's SSH agent on `gpubox ssh` (like `ssh -A`), so `git push`
+    # works on the box without a key there. Off: a root user on the box can use it.
+    forward_agent: bool = False
     debug: bool = False
 
     @property

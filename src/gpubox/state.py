@@ -5,6 +5,7 @@ truth about what exists. Tables:
   boxes    the last seen Box of each name (what `status` shows at once)
   journal  what `up` was doing, so an interrupted `up` is found again
   tunnels  live SSH tunnels to a box's Jupyter
+  forwards live port forwards to a box (`gpubox forward`), one per box port
   runs     when each box ran, for cost so far
   bench    benchmark results
 """
@@ -61,6 +62,17 @@ MIGRATIONS: list[str] = [
     CREATE TABLE settings_seen (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    );
+    """,
+    # 2: `gpubox forward`: several forwards per box, one per port on the box
+    """
+    CREATE TABLE forwards (
+        name TEXT NOT NULL,
+        remote_port INTEGER NOT NULL,
+        local_port INTEGER NOT NULL,
+        pid INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (name, remote_port)
     );
     """,
 ]
@@ -153,6 +165,25 @@ class State:
 
     def drop_tunnel(self, name: str) -> None:
         self._db.execute("DELETE FROM tunnels WHERE name = ?", (name,))
+
+    # forwards (`gpubox forward`) --------------------------------------------
+    def save_forward(self, name: str, remote_port: int, local_port: int, pid: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO forwards(name, remote_port, local_port, pid, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (name, remote_port, local_port, pid, time.time()),
+        )
+
+    def forwards(self, name: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT * FROM forwards WHERE name = ? ORDER BY remote_port", (name,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def drop_forward(self, name: str, remote_port: int) -> None:
+        self._db.execute(
+            "DELETE FROM forwards WHERE name = ? AND remote_port = ?", (name, remote_port)
+        )
 
     # runs (cost history) ---------------------------------------------------
     def run_started(self, name: str, type_: str | None, price: float | None, at: float) -> None:

@@ -30,6 +30,13 @@ def ssh(
         help="Remove the box's pinned SSH host key (after a rebuild); the next connection "
         "trusts the key the host shows then, and prints its fingerprint.",
     ),
+    forward_agent: bool = typer.Option(
+        False,
+        "--forward-agent",
+        "-A",
+        help="Forward this machine's SSH agent, so `git push` on the box uses your keys "
+        "(the box's root can use the agent while you are connected). Setting: forward_agent.",
+    ),
 ) -> None:
     """Open a shell on a box (or run one command) with its host key checked.
 
@@ -64,9 +71,22 @@ def ssh(
     if not endpoint.local:
         hostkeys.ensure_host_key(endpoint, settings, name, on_message=render.info)
     argv = ssh_argv(endpoint, settings, name, command=text, tty=text is None or sys.stdin.isatty())
+    if (forward_agent or settings.forward_agent) and not endpoint.local:
+        argv[1:1] = _agent_options()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)
+
+
+def _agent_options() -> list[str]:
+    """`-A` on a connection of its own (ssh takes the first value of an option, so these
+    come first): a shared master opened without the agent would not forward it."""
+    import os
+
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        render.warn("no SSH agent runs here (SSH_AUTH_SOCK is not set): nothing to forward; "
+                    "start one with `eval $(ssh-agent)` and `ssh-add`")
+    return ["-A", "-o", "ControlMaster=no", "-o", "ControlPath=none"]
 
 
 @app.command("jupyter")

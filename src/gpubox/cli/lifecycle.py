@@ -170,6 +170,11 @@ def up(
     port: Annotated[
         int | None, typer.Option(help="Local port for the Jupyter tunnel (default: a free one).")
     ] = None,
+    forward: Annotated[
+        list[str] | None,
+        typer.Option(help="Also forward this port of the box (PORT or LOCAL:REMOTE), e.g. 6006 "
+                     "for TensorBoard; repeat for more. See `gpubox forward`."),
+    ] = None,
 ) -> None:
     """Make a box (or start the one of that name), set it up, and open Jupyter.
 
@@ -254,6 +259,8 @@ def up(
     where = box.type if box.provider == "aws" else (box.id or box.address or "this machine")
     verb = "made" if result.created else ("started" if result.started else "found")
     render.ok(f"{verb} box '{box.name}' ({box.provider}, {where}) in {took:.1f}s")
+    if forward:
+        _forward_after_up(settings, box.name, forward)
     if not setup:
         render.say(f"connect with: gpubox ssh {box.name}")
         render.say(f"set it up with: gpubox up {box.name}")
@@ -264,6 +271,17 @@ def up(
         render.say(f"shell: gpubox ssh {box.name}    stop paying: gpubox stop {box.name}")
     else:
         render.say(f"shell: gpubox ssh {box.name}    close the tunnel: gpubox jupyter {box.name} --stop")
+
+
+def _forward_after_up(settings, name: str, specs: list[str]) -> None:
+    """`up --forward 6006`: the same forwards as `gpubox forward NAME 6006`."""
+    from gpubox import box as lifecycle
+    from gpubox import forwards
+
+    with _open_state(settings) as state:
+        _, endpoint = lifecycle.endpoint_for(settings, state, name)
+        for opened in forwards.open_forwards(settings, state, name, endpoint, specs):
+            render.say(f"forward: {opened.describe()}")
 
 
 def _box_rows(boxes):
@@ -301,10 +319,13 @@ def status_cmd(
         boxes = lifecycle.status(settings, state, name, refresh=refresh)
         # One box asked for by name: also what its idle agent says (one SSH command).
         idle = _idle_of(settings, state, boxes[0]) if name and refresh is not False else None
+        open_forwards = _forwards_of(state, name) if name else []
     if json_out:
         rows = [b.to_dict() for b in boxes]
         if idle is not None:
             rows[0]["idle"] = dataclasses.asdict(idle)
+        if open_forwards:
+            rows[0]["forwards"] = [dataclasses.asdict(f) for f in open_forwards]
         render.print_json(rows)
         return
     if not boxes:
@@ -316,6 +337,8 @@ def status_cmd(
         if idle.last_stop_reason:
             when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(idle.last_stop_at or 0))
             render.say(f"last idle stop {when}: {idle.last_stop_reason}")
+    for f in open_forwards:
+        render.say(f"{boxes[0].name}: forward {f.describe()}")
     for b in boxes:
         if b.get("interrupted"):
             from gpubox.providers.aws.spot import Interruption
@@ -324,6 +347,12 @@ def status_cmd(
 
 
 app.command("ls", help="Alias of `status`.\n\nExample: gpubox ls")(status_cmd)
+
+
+def _forwards_of(state, name: str):
+    from gpubox import forwards
+
+    return forwards.live_forwards(state, name)
 
 
 def _disk_per_month(box):
@@ -403,6 +432,7 @@ def down(
     settings = load_settings()
     with _open_state(settings) as state:
         if not yes and render.can_ask():
+            _offer_work_first(settings, state, name)
             _offer_image_first(settings, state, name)
         with _progress(f"taking '{name}' down") as progress:
             box = lifecycle.down(
@@ -432,3 +462,50 @@ def _offer_image_first(settings, state, name: str) -> None:
             settings, box.region, name, image_name, stop_first=True, on_progress=progress
         )
     render.ok(f"saved image '{image_name}' ({created.image.image_id})")
+
+
+def _offer_work_first(settings, state, name: str) -> None:
+    """Before `down`, list the files changed on the box since setup and offer to copy
+    them here (a box never set up, or one not running, is skipped)."""
+    import os
+
+    from gpubox import box as lifecycle
+    from gpubox.errors import GpuboxError
+    from gpubox.jupyter import token_path
+    from gpubox.remote import work
+    from gpubox.remote.transfer import Far
+
+    if not token_path(settings, name).is_file():
+        return  # never set up here: no notebooks of its own to save
+    try:
+        _, endpoint = lifecycle.endpoint_for(settings, state, name)
+        if endpoint.local:
+            return  # this machine: `down` deletes nothing of it
+        far = Far(endpoint, settings, name)
+        changed = work.changed_since_setup(far)
+    except GpuboxError as exc:
+        render.warn(f"could not list your work on '{name}': {exc.message}")
+        return
+    if not changed:
+        return
+    total = sum(f.size for f in changed)
+    render.info(f"{len(changed)} file{'s' if len(changed) != 1 else ''} changed on '{name}' "
+                f"since setup ({_size(total)}):")
+    for f in changed[:15]:
+        render.info(f"  {f.path}  ({_size(f.size)})")
+    if len(changed) > 15:
+        render.info(f"  … and {len(changed) - 15} more")
+    target = os.path.join(os.getcwd(), f"{name}-work")
+    if not render.confirm(f"Copy them to {target} here first?"):
+        return
+    with _progress(f"copying your work to {target}"):
+        work.fetch_work(far, changed, target)
+    render.ok(f"copied {len(changed)} files to {target}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

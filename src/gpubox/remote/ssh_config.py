@@ -53,7 +53,31 @@ def ssh_config_text(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]]
 
 def write_ssh_config(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]]) -> Path:
     """Write settings.ssh_config_path with a Host entry per (name, endpoint), atomically."""
-    return _write(settings.ssh_config_path, ssh_config_text(settings, boxes))
+    path = settings.ssh_config_path
+    old = _blocks(path.read_text()) if path.is_file() else {}
+    new = _blocks(ssh_config_text(settings, boxes))
+    for name in new:
+        new[name] += _forward_lines(old.get(name, ""))
+    return _write(path, HEADER + "".join("\n" + new[key] for key in sorted(new)))
+
+
+def _forward_lines(block: str) -> str:
+    """The LocalForward lines of a Host block (`gpubox forward` keeps them across rewrites)."""
+    return "".join(line + "\n" for line in block.splitlines()
+                   if line.strip().startswith("LocalForward "))
+
+
+def set_local_forwards(settings: Settings, name: str, pairs: Iterable[tuple[int, int]]) -> None:
+    """Give the box's entry a `LocalForward 127.0.0.1:LOCAL localhost:REMOTE` per pair,
+    so plain `ssh NAME` opens the same forwards as `gpubox forward NAME`."""
+    path = settings.ssh_config_path
+    blocks = _blocks(path.read_text()) if path.is_file() else {}
+    if name not in blocks:
+        return
+    kept = [line for line in blocks[name].splitlines() if not line.strip().startswith("LocalForward ")]
+    kept += [f"    LocalForward 127.0.0.1:{local} localhost:{remote}" for local, remote in pairs]
+    blocks[name] = "\n".join(kept) + "\n"
+    _write(path, HEADER + "".join("\n" + blocks[key] for key in sorted(blocks)))
 
 
 def _write(path: Path, text: str) -> Path:
@@ -121,7 +145,9 @@ def update_ssh_config(settings: Settings, name: str, endpoint: SshEndpoint | Non
     `ssh NAME` follows the box without running `gpubox ssh-config` again."""
     path = settings.ssh_config_path
     blocks = _blocks(path.read_text()) if path.is_file() else {}
-    blocks.pop(name, None)
+    old = blocks.pop(name, None)
     if endpoint is not None and not endpoint.local:
         blocks.update(_blocks(ssh_config_text(settings, [(name, endpoint)])))
+        if old and name in blocks:
+            blocks[name] += _forward_lines(old)
     return _write(path, HEADER + "".join("\n" + blocks[key] for key in sorted(blocks)))

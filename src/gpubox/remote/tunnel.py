@@ -108,8 +108,11 @@ def open_tunnel(
     name: str,
     remote_port: int,
     local_port: int | None = None,
+    label: str = "tunnel",
 ) -> Tunnel:
-    """Forward 127.0.0.1:local_port here to localhost:remote_port on the box; up when it returns."""
+    """Forward 127.0.0.1:local_port here to localhost:remote_port on the box; up when it returns.
+
+    `label` names its log (LOG_DIR/LABEL-NAME.log): one per tunnel that lives at once."""
     if local_port is not None and not port_is_free(local_port):
         raise InvalidInput(
             f"local port {local_port} is already in use on this machine",
@@ -118,7 +121,7 @@ def open_tunnel(
     ensure_host_key(endpoint, settings, name)
     port = local_port or free_local_port()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.log_dir / f"tunnel-{name}.log"
+    log_path = settings.log_dir / f"{label}-{name}.log"
     argv = ["ssh", *base_options(endpoint, settings, name, multiplex=False)]
     argv += ["-o", "ExitOnForwardFailure=yes", "-N", "-T"]
     argv += ["-L", f"127.0.0.1:{port}:localhost:{remote_port}"]
