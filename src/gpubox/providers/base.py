@@ -71,6 +71,9 @@ class BoxSpec:
     idle_stop_minutes: int | None = 60
     types: tuple[str, ...] = ()  # acceptable types in order of preference (failover)
     any_region: bool = False
+    # Multi-node boxes (cluster.py): node 0's name for every node, and this node's rank.
+    cluster: str | None = None
+    node_rank: int = 0
 
 
 @dataclass(frozen=True)

@@ -249,6 +249,7 @@ def box_from(
         "az": inst.get("Placement", {}).get("AvailabilityZone", ""),
         "key_name": inst.get("KeyName", ""),
         "sg_id": groups[0]["GroupId"] if groups else "",
+        "private_ip": inst.get("PrivateIpAddress", ""),  # where other nodes reach it
         "aws_state": state_name,
         "spot_request": inst.get("SpotInstanceRequestId", ""),
     }
