@@ -120,7 +120,8 @@ def up(
     """Make (or find) every node, set them all up in parallel, open Jupyter on node 0.
 
     A node that cannot be made or reached fails the whole `up` with its name; the
-    ssh hosts this call added are forgotten again, so nothing is left half-made.
+    nodes this call made are removed again (ssh hosts forgotten, new AWS instances
+    terminated: they hold nothing yet), so nothing is left half-made or billing.
     """
     say = on_progress or (lambda _: None)
     if len(specs) == 1:
@@ -134,10 +135,15 @@ def up(
             results.append(lifecycle.up(settings, state, spec, setup=False,
                                         on_progress=on_progress))
         except GpuboxError as exc:
-            if spec.provider == "ssh":
-                for made in results:
-                    if made.created:
-                        _forget_host(settings, state, made.box)
+            say(f"node {spec.node_rank} failed; removing the nodes made just now")
+            for made in reversed(results):
+                if not made.created:
+                    continue
+                if spec.provider == "ssh":
+                    _forget_host(settings, state, made.box)
+                else:
+                    lifecycle.down(settings, state, made.box.name, yes=True,
+                                   on_progress=on_progress)
             raise _unreachable(spec, exc) from None
     head = results[0]
     if not setup:

@@ -102,6 +102,36 @@ def test_two_nodes_in_one_cluster_placement_group_and_down_removes_everything(
     assert not (isolation / "data" / "keys" / "duo.pem").exists()
 
 
+def test_a_node_that_cannot_launch_is_named_and_the_nodes_made_are_terminated(
+    endpoint, placement_groups, monkeypatch
+):
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+
+    patched = EC2Response.run_instances
+    calls: list[int] = []
+
+    def second_has_no_room(self):
+        calls.append(1)
+        if len(calls) == 2:  # node 1: its group is full (as real AWS says it)
+            raise EC2ClientError("InsufficientInstanceCapacity",
+                                 "We currently do not have sufficient p4d.24xlarge capacity "
+                                 "in the Availability Zone you requested (test).")
+        return patched(self)
+
+    monkeypatch.setattr(EC2Response, "run_instances", second_has_no_room)
+    made = gpubox("up", "duo", "--nodes", "2", "--type", "p4d.24xlarge", "--no-setup",
+                  "--ssh-from", SSH_FROM, "--region", "us-east-1")
+    assert made.returncode != 0
+    assert "node 1 ('duo-1'" in made.stderr and "capacity" in made.stderr
+    assert "Traceback" not in made.stderr
+    client = ec2(endpoint)
+    assert live(endpoint) == []  # node 0 was made by this `up`: nothing left billing
+    assert client.describe_placement_groups()["PlacementGroups"] == []
+    assert not client.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["gpubox-duo"]}])["SecurityGroups"]
+
+
 def test_efa_is_asked_for_only_where_the_type_has_it(aws_image):
     from gpubox.providers.aws.instances import LaunchContext, run_params
     from gpubox.providers.base import BoxSpec
