@@ -56,6 +56,11 @@ def check_node_count(count: int | None, hosts: Sequence[str]) -> int:
 def node_specs(spec: BoxSpec, count: int, hosts: Sequence[str] = ()) -> list[BoxSpec]:
     """One spec per node; hosts (USER@HOST[:PORT], one per node) for the ssh provider."""
     lifecycle.check_name(spec.name)
+    if count > 1 and spec.provider == "local":
+        raise InvalidInput(
+            "a local box is this one machine; it has no further nodes",
+            hint="several machines: --host USER@HOST once per node, or --nodes N --type T on AWS",
+        )
     specs = []
     for rank in range(count):
         name = node_name(spec.name, rank)
@@ -86,6 +91,19 @@ def nodes_of(
     found = {rank_of(b): b for b in members}
     found[rank_of(head)] = head
     return [Node(rank, box, prov) for rank, box in sorted(found.items())]
+
+
+def status(
+    settings: Settings, state: State, name: str | None = None, *, refresh: bool | None = None
+) -> list[Box]:
+    """lifecycle.status in status order; a box asked for by name comes with its nodes."""
+    boxes = lifecycle.status(settings, state, name, refresh=refresh)
+    if name is not None and boxes and boxes[0].get("cluster"):
+        if refresh is False:
+            boxes = [b for b in state.boxes() if b.get("cluster") == boxes[0].get("cluster")]
+        else:
+            boxes = [n.box for n in nodes_of(settings, state, name)]
+    return in_status_order(boxes)
 
 
 def in_status_order(boxes: Sequence[Box]) -> list[Box]:
@@ -175,19 +193,29 @@ def setup_nodes(
     on_progress: Progress,
     on_step: Callable[[Any], None] | None,
 ) -> list[Any]:
-    """The same bootstrap on every node at once, one thread each (node 0's steps shown)."""
+    """The same bootstrap on every node at once, one thread each (node 0's steps shown).
+
+    Reaching each node (which pins its host key in the one known_hosts file) happens
+    here first, one node after the other; only the setups run side by side."""
     from gpubox import setup as setup_mod
     from gpubox.remote import ssh as remote_ssh
 
     results: list[Any] = [None] * len(nodes)
     errors: list[tuple[BoxSpec, GpuboxError]] = []
-
-    def one(index: int, spec: BoxSpec, box: Box) -> None:
+    runners = []
+    for spec, box in nodes:
         try:
             endpoint = lifecycle.provider(settings, spec.provider).endpoint(box)
             if not endpoint.local:
+                on_progress(f"waiting for SSH on node {spec.node_rank} ({endpoint.host})")
                 remote_ssh.wait_until_reachable(endpoint, settings, box.name)
-            runner = remote_ssh.runner_for(endpoint, settings, box.name)
+        except GpuboxError as exc:
+            raise _unreachable(spec, exc) from None
+        runners.append(remote_ssh.runner_for(endpoint, settings, box.name))
+
+    def one(index: int, spec: BoxSpec, box: Box) -> None:
+        try:
+            runner = runners[index]
             results[index] = setup_mod.run_setup(
                 runner,
                 settings.with_overrides(idle_stop_minutes=lifecycle.idle_limit_for(box, spec)),

@@ -10,13 +10,14 @@ ends the whole process group there: torchrun and every worker it started.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpubox.cluster import Node, nodes_of
 from gpubox.errors import GpuboxError
@@ -108,6 +109,10 @@ def run_on_nodes(
     addresses = [node_address(n, e) for n, e in zip(nodes, endpoints, strict=True)]
     runners = [remote_ssh.runner_for(e, settings, n.box.name)
                for n, e in zip(nodes, endpoints, strict=True)]
+    for node, endpoint in zip(nodes, endpoints, strict=True):
+        if not endpoint.local:  # one after the other: they share one known_hosts file
+            _reach(node, functools.partial(remote_ssh.ensure_host_key, endpoint, settings,
+                                           node.box.name))
     gpus = _gpu_count(runners[0], nodes[0])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = settings.log_dir / "run" / f"{name}-{stamp}"
@@ -134,12 +139,16 @@ def run_on_nodes(
     return RunResult(first, runs, log_dir)
 
 
-def _gpu_count(runner: Runner, node: Node) -> int:
+def _reach(node: Node, call: Callable[[], Any]) -> Any:
     try:
-        out = runner.run(GPU_COUNT, check=False, timeout=60).stdout.strip()
+        return call()
     except GpuboxError as exc:
-        raise GpuboxError(f"node 0 ('{node.box.name}') cannot be reached: {exc.message}",
-                          hint=exc.hint) from None
+        raise GpuboxError(f"node {node.rank} ('{node.box.name}') cannot be reached: "
+                          f"{exc.message}", hint=exc.hint) from None
+
+
+def _gpu_count(runner: Runner, node: Node) -> int:
+    out = _reach(node, lambda: runner.run(GPU_COUNT, check=False, timeout=60)).stdout.strip()
     return int(out) if out.isdigit() else 0
 
 

@@ -44,6 +44,8 @@ def test_two_hosts_are_one_box_with_nodes_in_status_ssh_config_and_down(sshd, is
         ("pair", "pair", "0"), ("pair-1", "pair", "1")]
     table = gpubox("status").stdout
     assert "└ pair-1" in table
+    named = json.loads(gpubox("status", "pair", "--json").stdout)  # the box with its nodes
+    assert [b["name"] for b in named] == ["pair", "pair-1"]
 
     config = (isolation / "data" / "ssh_config").read_text()
     assert "Host pair " in config and "Host pair-1 " in config
@@ -114,11 +116,13 @@ def test_a_node_that_cannot_be_reached_is_named_and_nothing_is_kept(sshd, isolat
     assert json.loads(gpubox("status", "--json", "--refresh").stdout) == []
 
 
-def test_nodes_zero_is_a_clear_error(isolation):
+def test_nodes_zero_and_nodes_of_this_machine_are_clear_errors(isolation):
     made = gpubox("up", "pair", "--nodes", "0", "--type", "p4d.24xlarge")
     assert made.returncode == 2
     assert "--nodes 0: a box needs at least one node" in made.stderr
-    assert "Traceback" not in made.stderr
+    local = gpubox("up", "pair", "--nodes", "2", "--provider", "local", "--no-setup")
+    assert local.returncode == 2 and "has no further nodes" in local.stderr
+    assert "Traceback" not in made.stderr + local.stderr
 
 
 def test_a_one_machine_box_runs_as_rank_0_of_1(sshd, isolation):

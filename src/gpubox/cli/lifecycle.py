@@ -328,13 +328,11 @@ def status_cmd(
 
     Example: gpubox status --json
     """
-    from gpubox import box as lifecycle
+    from gpubox import cluster
 
     settings = load_settings()
     with _open_state(settings) as state:
-        from gpubox.cluster import in_status_order
-
-        boxes = in_status_order(lifecycle.status(settings, state, name, refresh=refresh))
+        boxes = cluster.status(settings, state, name, refresh=refresh)
         # One box asked for by name: also what its idle agent says (one SSH command).
         idle = _idle_of(settings, state, boxes[0]) if name and refresh is not False else None
         open_forwards = _forwards_of(state, name) if name else []
