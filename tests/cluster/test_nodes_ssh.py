@@ -132,3 +132,15 @@ def test_a_one_machine_box_runs_as_rank_0_of_1(sshd, isolation):
     ran = gpubox("run", "solo", "--", "echo", "$GPUBOX_NODE_RANK/$GPUBOX_NUM_NODES", "$MASTER_ADDR")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "0/1 127.0.0.1"
+
+
+def test_run_names_a_node_that_cannot_be_reached(sshd, sshd_factory, isolation):
+    other = sshd_factory(user_key=sshd.key_path)
+    made = gpubox("up", "pair", "--host", f"{sshd.user}@127.0.0.1:{sshd.port}",
+                  "--host", f"{other.user}@127.0.0.1:{other.port}",
+                  "--key", str(sshd.key_path), "--no-setup")
+    assert made.returncode == 0, made.stderr
+    other.stop()  # node 1 goes away after `up`
+    ran = gpubox("run", "pair", "--", "echo", "hello")
+    assert ran.returncode != 0
+    assert "node 1 ('pair-1')" in ran.stderr and "Traceback" not in ran.stderr
