@@ -318,7 +318,7 @@ def autostop(
         return
     render.say(f"{name}: {status.summary()}")
     for reason in status.uncertain:
-        render.warn(f"cannot read Jupyter ({reason}); the limit counts double until it can")
+        render.warn(f"unknown: {reason}; the limit counts double while anything is unknown")
     if status.last_stop_reason:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(status.last_stop_at or 0))
         render.say(f"last idle stop {when}: {status.last_stop_reason}")

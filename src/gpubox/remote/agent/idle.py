@@ -147,6 +147,7 @@ def main(argv=None):
         loop()
     elif args.command == "install":
         install(args)
+        clear_notice()  # a new limit starts a fresh count: an old warning no longer holds
         log(f"gpubox-keep: {install_command() or 'could not be put on the PATH'}")
     else:
         parser.print_help()

@@ -156,6 +156,7 @@ def main(argv=None):
         at = argv.index("--")
         argv, command = argv[:at], argv[at + 1 :]
     parser = argparse.ArgumentParser(prog="gpubox-keep", description=__doc__.split("\n")[0],
+                                     usage="gpubox-keep [DURATION | off | --pid PID | -- CMD ...]",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n", 1)[1].split("\n\n")[0])  # fmt: skip
     parser.add_argument("duration", nargs="?", help="how long: 30m, 3h, 1d; or off")
