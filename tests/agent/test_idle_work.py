@@ -55,6 +55,7 @@ def two_looks(config):
     return signals.read_signals(config, now), now
 
 
+@pytest.mark.slow  # the real Jupyter server takes seconds to start
 def test_a_kernel_computing_is_work_and_one_blocked_on_input_is_idle_after_the_limit(box, jupyter):  # noqa: F811
     config = settings(jupyter_runtime_dirs=[str(jupyter["runtime"])])
     computing, waiting = Kernel(jupyter), Kernel(jupyter)
@@ -85,6 +86,7 @@ def test_a_kernel_computing_is_work_and_one_blocked_on_input_is_idle_after_the_l
     assert [kind for kind, _ in actions] == ["stop"] and state["busy"] == []
 
 
+@pytest.mark.slow  # the real Jupyter server takes seconds to start
 def test_typing_in_a_jupyterlab_terminal_counts_as_use(box, jupyter):  # noqa: F811
     import requests
     import websocket
@@ -237,6 +239,7 @@ def test_a_broken_gpu_driver_is_unknown_and_the_box_still_stops_within_twice_its
     assert done == [(115 * MIN, "warn"), (120 * MIN, "stop")]
 
 
+@pytest.mark.slow  # the real Jupyter server takes seconds to start
 def test_an_unreadable_process_table_or_a_refused_jupyter_is_unknown(box, jupyter):  # noqa: F811
     # Jupyter that answers, but not to us (no token): it might hide a running cell.
     now = time.time()

@@ -4,6 +4,7 @@ under tmp_path): the keep lands on the box, the agent sees it, `off` ends it."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -28,7 +29,7 @@ def local_box(isolation, tmp_path, monkeypatch):
     yield home
 
 
-def test_keep_holds_a_box_the_agent_sees_it_and_off_ends_it(capsys, local_box):
+def test_keep_holds_a_box_the_agent_sees_it_and_off_ends_it(capsys, local_box, tmp_path):
     try:
         code, _, err = gpubox(capsys, "autostop", "l1", "45m")
         assert code == 0, err
@@ -42,6 +43,10 @@ def test_keep_holds_a_box_the_agent_sees_it_and_off_ends_it(capsys, local_box):
         assert code == 0 and "in use (gpubox-keep until" in out
         code, out, err = gpubox(capsys, "keep", "l1")
         assert code == 0 and "kept by: gpubox-keep until" in out
+        # On the box, its own gpubox-keep (put on the PATH by the agent's install) sees it.
+        on_box = tmp_path / "keep-bin" / "gpubox-keep"
+        said = subprocess.run([str(on_box)], capture_output=True, text=True, check=True).stdout
+        assert said.startswith("kept by: gpubox-keep until")
 
         code, out, err = gpubox(capsys, "keep", "l1", "off")
         assert code == 0 and "no keep any more" in err

@@ -124,13 +124,26 @@ def live_markers(now):
     return live
 
 
+def own_home():
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_dir
+    except (ImportError, KeyError):
+        return None
+
+
 def install_command(python=None):
     """Put `gpubox-keep` on the PATH: /usr/local/bin when writable, else ~/.local/bin
-    (GPUBOX_KEEP_BIN_DIR decides instead). Returns the file written, or None."""
+    (GPUBOX_KEEP_BIN_DIR decides instead). Returns the file written, or None.
+
+    With HOME moved away from the account's own home (a scratch setup), the command
+    stays inside HOME: one in /usr/local/bin would point into a folder that goes away."""
     folder = os.environ.get("GPUBOX_KEEP_BIN_DIR")
     if not folder:
         writable = os.path.isdir("/usr/local/bin") and os.access("/usr/local/bin", os.W_OK)
-        folder = "/usr/local/bin" if writable else os.path.expanduser("~/.local/bin")
+        moved = os.path.realpath(os.path.expanduser("~")) != os.path.realpath(own_home() or "~")
+        folder = "/usr/local/bin" if writable and not moved else os.path.expanduser("~/.local/bin")
     script = os.path.abspath(__file__)
     text = (
         "#!/bin/sh\n# gpubox-keep: keep this box from its idle auto-stop (gpubox-keep --help)\n"
