@@ -132,6 +132,9 @@ def test_a_users_process_burning_cpu_is_work_and_a_sleeping_one_or_roots_is_not(
         subprocess.Popen(person + burn),  # a `nohup python train.py` of the box's user
         subprocess.Popen(person + ["sleep", "60"]),  # the same user, not working
         subprocess.Popen(burn),  # root: daemons, not people (root is the test's own user)
+        # A process that looks like a kernel (kernel-ID.json on its command line) which no
+        # Jupyter server lists, as when its server died: judged like any other process.
+        subprocess.Popen(person + burn + ["/tmp/kernel-0rphan00-0000.json"]),
     ]
     try:
         # The bar is 20% of a core; this shared 2-core machine may give the loop less.
@@ -141,10 +144,11 @@ def test_a_users_process_burning_cpu_is_work_and_a_sleeping_one_or_roots_is_not(
             proc.kill()
             proc.wait()
     working = {p["pid"]: p for p in seen["processes"]}
-    burner, sleeper, root_burner = (p.pid for p in started)
+    burner, sleeper, root_burner, orphan = (p.pid for p in started)
     assert burner in working and working[burner]["cpu_percent"] >= 5
     assert working[burner]["uid"] == PERSON_UID and "while" in working[burner]["command"]
     assert sleeper not in working and root_burner not in working
+    assert orphan in working
 
     only_burner = {**seen, "processes": [working[burner]]}
     state, actions = decision.decide(settings(), {"last_active": now}, only_burner, now + 61 * MIN)

@@ -198,7 +198,10 @@ def read_cpu_work(config, kernels, server_pids, now, remember):
         kernel["cpu_percent"] = usage.get(pid) if pid else None
         if kernel["state"] == "busy" and pid is None:
             unknown.append(f"kernel {kernel['id'][:8]}: its process was not found")
-    skip = set(server_pids) | set(by_kernel.values()) | {os.getpid(), os.getppid()}
+    # Kernels a server lists are judged above; a kernel process no server lists (its
+    # server died) is judged like any other process.
+    listed = {kernel["pid"] for kernel in kernels if kernel["pid"]}
+    skip = set(server_pids) | listed | {os.getpid(), os.getppid()}
     limit = float(config.get("process_cpu_percent", PROCESS_CPU_PERCENT))
     working = []
     for proc in procs:
