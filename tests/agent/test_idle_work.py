@@ -20,7 +20,13 @@ import time
 import pytest
 
 from tests.agent.agent_modules import SCRIPT, decision, signals
-from tests.agent.test_agent_real import TOKEN, Kernel, jupyter, wait_for  # noqa: F401 (its real Jupyter)
+from tests.agent.test_agent_real import (  # noqa: F401 (its real Jupyter and agent)
+    TOKEN,
+    Kernel,
+    agent,
+    jupyter,
+    wait_for,
+)
 from tests.sshd import free_port
 
 agent_files = importlib.import_module("agent_files")
@@ -253,3 +259,36 @@ def test_an_unreadable_process_table_or_a_refused_jupyter_is_unknown(box, jupyte
     assert [u for u in seen["unknown"] if u.startswith("processes: cannot read the process table")]
     _, actions = decision.decide(settings(), {"last_active": now}, seen, now + 116 * MIN)
     assert actions[0][0] == "warn" and "twice as long" in actions[0][1]
+
+
+@pytest.mark.slow  # the real Jupyter server of the agent fixture takes seconds to start
+def test_the_running_agent_leaves_a_box_up_while_a_cpu_job_or_a_keep_runs_then_stops_it(
+    agent,  # noqa: F811
+):
+    """The agent's own loop, real time, a 3 s limit: work holds the box, its end lets it stop."""
+    from tests.agent.agent_modules import AGENT_DIR
+
+    person = ["setpriv", f"--reuid={PERSON_UID}", f"--regid={PERSON_UID}", "--clear-groups"]
+    job = subprocess.Popen(person + ["/bin/sh", "-c", "while :; do :; done"])  # nohup train.py
+    try:
+        agent.install(minutes=0.05, warn=0.02, mode="loop", poll=0.5)
+        agent.configure(process_cpu_percent=5)  # what this shared 2-core machine gives a loop
+        time.sleep(8)
+        assert not agent.stops.exists()
+    finally:
+        job.kill()
+        job.wait()
+    wait_for(agent.stops.exists, timeout=30)
+
+    kept = subprocess.Popen([sys.executable, str(AGENT_DIR / "keep.py"), "--", "sleep", "8"],
+                            env=agent.env)  # fmt: skip
+    try:
+        wait_for(lambda: list((agent.home / "keep").glob("pid-*.json")), timeout=10)
+        agent.stops.unlink()
+        agent.install(minutes=0.05, warn=0.02, mode="loop", poll=0.5)
+        agent.configure(process_cpu_percent=5)
+        time.sleep(5)
+        assert not agent.stops.exists()
+    finally:
+        kept.wait(timeout=30)
+    wait_for(agent.stops.exists, timeout=30)
