@@ -274,3 +274,19 @@ def test_the_warning_says_when_why_and_how_to_keep_the_box_by_its_name():
     assert "nobody has used it for 55m" in text
     assert "`gpubox keep box1 2h` on your laptop" in text and "`gpubox-keep 2h` on the box" in text
     assert "NAME" not in text and "type in a terminal" not in text
+
+
+def test_a_stop_always_comes_a_full_warning_after_the_warning_even_when_the_limit_shrinks():
+    # Unknown for 100 minutes (limit 120), then readable again: 100 idle minutes are
+    # over the 60-minute limit at once, but nobody was warned yet.
+    def readings(now):
+        return quiet(unknown=["GPU: nvidia-smi timed out"]) if now < T0 + 100 * MIN else quiet()
+
+    _, done = poll(config(), readings, T0, T0 + 110 * MIN)
+    assert [(t - T0, kind) for t, kind, _ in done] == [(100 * MIN, "warn"), (105 * MIN, "stop")]
+    assert "(in 5m)" in done[0][2]
+
+
+def test_a_limit_shorter_than_the_warning_warns_at_once_and_stops_at_the_limit():
+    _, done = poll(config(idle_minutes=1), lambda now: quiet(), T0, T0 + 2 * MIN, every=15)
+    assert [(t - T0, kind) for t, kind, _ in done] == [(0, "warn"), (60, "stop")]

@@ -86,9 +86,10 @@ def test_a_kernel_computing_is_work_and_one_blocked_on_input_is_idle_after_the_l
     state, actions = decision.decide(settings(), {"last_active": now}, seen, now + 61 * MIN)
     assert actions == [] and state["busy"] == [f"kernel {computing.id[:8]} running a cell "
                                                f"({hot['cpu_percent']:.0f}% CPU)"]  # fmt: skip
-    # ...the one waiting on input() since then does not.
+    # ...the one waiting on input() since then does not (warned at 55m, as the timer would).
     only_stuck = {**seen, "kernels": [stuck]}
-    state, actions = decision.decide(settings(), {"last_active": now}, only_stuck, now + 61 * MIN)
+    warned = {"last_active": now, "warned_at": now + 55 * MIN}
+    state, actions = decision.decide(settings(), warned, only_stuck, now + 61 * MIN)
     assert [kind for kind, _ in actions] == ["stop"] and state["busy"] == []
 
 
@@ -126,8 +127,9 @@ def test_typing_in_a_jupyterlab_terminal_counts_as_use(box, jupyter):  # noqa: F
     state, actions = decision.decide(settings(), {"last_active": typed_at - 120 * MIN}, seen,
                                      typed_at + 30 * MIN)  # fmt: skip
     assert actions == [] and state["idle_seconds"] <= 30 * MIN + 5
-    # A terminal left alone does not keep the box for ever.
-    _, actions = decision.decide(settings(), {"last_active": typed_at}, seen, typed_at + 61 * MIN)
+    # A terminal left alone does not keep the box for ever (warned at 55m, as the timer would).
+    warned = {"last_active": typed_at, "warned_at": typed_at + 55 * MIN}
+    _, actions = decision.decide(settings(), warned, seen, typed_at + 61 * MIN)
     assert [kind for kind, _ in actions] == ["stop"]
 
 

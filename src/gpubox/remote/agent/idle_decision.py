@@ -10,6 +10,9 @@ KERNEL_CPU_PERCENT = 5.0
 
 # A requested stop that has not taken the box down after this long is asked again.
 STOP_RETRY_SECONDS = 600
+# Polls drift by a few seconds (the systemd timer's AccuracySec): a warning 4m57s
+# before a poll still counts as the 5 minutes' warning.
+TIMER_SLACK_SECONDS = 5.0
 
 
 def decide(config, state, signals, now):
@@ -64,18 +67,23 @@ def decide(config, state, signals, now):
             actions.append(("clear", ""))
         state["warned_at"] = None
         return state, actions
-    warn_at = max(0.0, limit - float(config["warn_minutes"]) * 60)
-    if idle_seconds >= limit:
-        asked = state.get("stop_requested_at")
-        if not asked or asked < last or now - asked >= STOP_RETRY_SECONDS:
-            why = f"idle for {minutes_text(idle_seconds)} (limit {minutes_text(limit)}): {idle_reasons(signals, uncertain)}"
-            actions.append(("stop", why))
-            state["stop_requested_at"] = now
-            state["last_stop"] = {"at": now, "reason": why}
-    elif idle_seconds >= warn_at:
-        if not state.get("warned_at") or state["warned_at"] < last:
-            actions.append(("warn", warning_text(config, idle_seconds, limit, now, uncertain)))
-            state["warned_at"] = now
+    # Users are always warned this long before the stop (never longer than the limit),
+    # even when the limit shrinks under an idle box (an unknown reading came back).
+    lead = min(float(config["warn_minutes"]) * 60, limit)
+    warn_at = limit - lead
+    if idle_seconds >= warn_at:
+        warned = state.get("warned_at")
+        if not warned or warned < last:
+            left = max(limit - idle_seconds, lead)
+            actions.append(("warn", warning_text(config, idle_seconds, left, now, uncertain)))
+            state["warned_at"] = warned = now
+        if idle_seconds >= limit and now - warned + TIMER_SLACK_SECONDS >= lead:
+            asked = state.get("stop_requested_at")
+            if not asked or asked < last or now - asked >= STOP_RETRY_SECONDS:
+                why = f"idle for {minutes_text(idle_seconds)} (limit {minutes_text(limit)}): {idle_reasons(signals, uncertain)}"
+                actions.append(("stop", why))
+                state["stop_requested_at"] = now
+                state["last_stop"] = {"at": now, "reason": why}
     elif state.get("warned_at"):
         actions.append(("clear", ""))
         state["warned_at"] = None
@@ -91,9 +99,8 @@ def minutes_text(seconds):
     return "{}h{:02d}m".format(*divmod(minutes, 60))
 
 
-def warning_text(config, idle_seconds, limit, now, uncertain):
-    """What users read 5 minutes before the stop: when, why, and how to keep the box."""
-    left = limit - idle_seconds
+def warning_text(config, idle_seconds, left, now, uncertain):
+    """What users read before the stop (`left` seconds ahead): when, why, how to keep the box."""
     stop_at = time.strftime("%H:%M UTC", time.gmtime(now + left))
     name = config.get("box_name")
     laptop = f"`gpubox keep {name} 2h` on your laptop, or " if name else ""
