@@ -39,11 +39,20 @@ from agent_files import load_config, log, path, read_json, write_json  # noqa: E
 from idle_decision import decide  # noqa: E402
 from idle_schedule import install  # noqa: E402
 from idle_signals import read_signals  # noqa: E402
-from jupyter_notice import clear_notice, write_notice  # noqa: E402
 from keep import install_command  # noqa: E402
 
 
 # --- acting --------------------------------------------------------------------
+def jupyter_notice(action, *args):
+    """write_notice / clear_notice of the JupyterLab banner, where it was shipped (a
+    guard installed from the instance's small user data may have only `wall`)."""
+    try:
+        import jupyter_notice as notice
+    except ImportError:
+        return
+    getattr(notice, action)(*args)
+
+
 def default_stop_command():
     return "shutdown -h now" if os.geteuid() == 0 else "sudo -n shutdown -h now"
 
@@ -56,9 +65,9 @@ def act(config, signals, actions, now):
                 subprocess.run(
                     ["wall"], input=text + "\n", text=True, capture_output=True, timeout=20
                 )
-            write_notice(text, now)  # the banner in the open JupyterLab page
+            jupyter_notice("write_notice", text, now)  # the banner in the open JupyterLab page
         elif kind == "clear":
-            clear_notice()
+            jupyter_notice("clear_notice")
         elif kind == "stop":
             command = config.get("stop_command") or default_stop_command()
             log("stop: " + text + "; running: " + command, now)
@@ -147,7 +156,7 @@ def main(argv=None):
         loop()
     elif args.command == "install":
         install(args)
-        clear_notice()  # a new limit starts a fresh count: an old warning no longer holds
+        jupyter_notice("clear_notice")  # a new limit starts a fresh count: no old warning holds
         log(f"gpubox-keep: {install_command() or 'could not be put on the PATH'}")
     else:
         parser.print_help()
