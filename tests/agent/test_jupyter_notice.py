@@ -153,6 +153,10 @@ def test_the_open_jupyterlab_page_shows_the_warning_and_drops_it_when_the_box_is
         assert re.search(r"gpubox: box box1 stops at \d\d:\d\d UTC \(in \d+s\)", text), text
         assert "`gpubox keep box1 2h` on your laptop" in text and "`gpubox-keep 2h` on the box" in text
         assert "NAME" not in text and "type in a terminal" not in text
+        # JupyterLab's own notification shows it too (its toast cuts long texts; the bell in
+        # the status bar keeps the whole one).
+        toasts = "Array.from(document.querySelectorAll('.Toastify__toast')).map(t => t.innerText).join('|')"
+        assert "gpubox: box box1 stops at" in wait_for(lambda: page.text(toasts), timeout=10)
         shot = tmp_path / "jupyterlab-idle-warning.png"
         shot.write_bytes(base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"]))
         assert shot.stat().st_size > 10_000
@@ -163,6 +167,7 @@ def test_the_open_jupyterlab_page_shows_the_warning_and_drops_it_when_the_box_is
         assert made.ok
         assert [kind for kind, _ in agent("check")["actions"]] == ["clear"]
         wait_for(lambda: page.text("document.getElementById('gpubox-notice') === null"), timeout=30)
+        wait_for(lambda: "box box1 stops at" not in page.text(toasts), timeout=10)
         assert not (tmp_path / "stops").exists()
     finally:
         browser.terminate()

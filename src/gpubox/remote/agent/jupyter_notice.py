@@ -38,10 +38,27 @@ LAB_JS = r"""
     try { return JSON.parse(document.getElementById("jupyter-config-data").textContent); }
     catch (e) { return {}; }
   }
-  function banner(notice, dismissed) {
+  var toast = null;
+  function notify(app, notice) {
+    // JupyterLab's own notifications too (the bell in the status bar keeps it).
+    var commands = app && app.commands;
+    if (!commands || !commands.hasCommand("apputils:notify")) { return; }
+    if (toast) { commands.execute("apputils:dismiss-notification", { id: toast }); toast = null; }
+    if (notice) {
+      commands.execute("apputils:notify", { message: notice.text, type: "warning",
+        options: { autoClose: false } }).then(function (id) { toast = id; });
+    }
+  }
+  function banner(app, notice, dismissed) {
     var el = document.getElementById("gpubox-notice");
-    if (!notice || dismissed === notice.at) { if (el) { el.remove(); } return; }
-    if (el && el.dataset.at === String(notice.at)) { return; }
+    var shown = el ? el.dataset.at : (toast ? "toast" : "");
+    if (!notice || dismissed === notice.at) {
+      if (el) { el.remove(); }
+      if (!notice && toast) { notify(app, null); }
+      return;
+    }
+    if (shown === String(notice.at)) { return; }
+    notify(app, notice);
     if (!el) {
       el = document.createElement("div");
       el.id = "gpubox-notice";
@@ -64,7 +81,7 @@ LAB_JS = r"""
     id: NAME + ":banner",
     description: "Shows gpubox's idle auto-stop warning in the open page.",
     autoStart: true,
-    activate: function () {
+    activate: function (app) {
       var page = config();
       var base = (page.baseUrl || "/").replace(/\/?$/, "/");
       var headers = page.token ? { Authorization: "token " + page.token } : {};
@@ -72,7 +89,7 @@ LAB_JS = r"""
         fetch(base + "gpubox/notice", { headers: headers, credentials: "same-origin", cache: "no-store" })
           .then(function (r) { return r.ok ? r.json() : null; })
           .then(function (data) {
-            banner(data && data.notice, window.__gpuboxDismissed);
+            banner(app, data && data.notice, window.__gpuboxDismissed);
             setTimeout(poll, 1000 * ((data && data.poll_seconds) || 20));
           })
           .catch(function () { setTimeout(poll, 20000); });
