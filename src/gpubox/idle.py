@@ -143,11 +143,13 @@ def read_idle_status(runner: Runner) -> IdleStatus | None:
     return IdleStatus.from_agent(_agent_json(runner, "status"))
 
 
-def set_idle_limit(runner: Runner, minutes: int | None) -> str:
-    """Set (or, with None, turn off) the idle limit on the box; what the agent said it did."""
+def set_idle_limit(runner: Runner, minutes: int | None, box_name: str | None = None) -> str:
+    """Set (or, with None, turn off) the idle limit on the box; what the agent said it did.
+    The box's name goes into the warning's commands (`gpubox keep NAME 2h`)."""
     ensure_agent(runner)
     value = "off" if minutes is None else str(int(minutes))
-    answer = _agent_json(runner, f"install --idle-minutes {shlex.quote(value)}")
+    named = f" --box-name {shlex.quote(box_name)}" if box_name else ""
+    answer = _agent_json(runner, f"install --idle-minutes {shlex.quote(value)}{named}")
     return str(answer.get("message", ""))
 
 

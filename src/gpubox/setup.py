@@ -232,6 +232,7 @@ def run_setup(
     env = script_env(settings, plan, token)
     # A spot box also runs the interruption watcher (agent/spot_watch.py).
     env["GPUBOX_SPOT"] = "1" if spot else "0"
+    env["GPUBOX_BOX_NAME"] = box_name  # the idle warning names it: `gpubox keep NAME 2h`
     copy_files(runner, settings, token, env)
 
     events: list[StepEvent] = []

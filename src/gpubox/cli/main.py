@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "money",
     "settings_cmd",
     "files",
+    "keep",
 )
 
 

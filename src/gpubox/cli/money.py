@@ -287,8 +287,9 @@ def autostop(
 ) -> None:
     """Set (or show) how long a box may sit idle before it stops itself.
 
-    Idle means: no Jupyter kernel busy or active, no SSH terminal in use, GPUs under 5%,
-    no keep-alive process. The box warns its users 5 minutes before it stops.
+    Idle means: no cell computing, no Jupyter or SSH terminal in use, no process of yours
+    using the CPU, GPUs under 5%, no `gpubox keep`. The box warns its users (in JupyterLab
+    and on terminals) 5 minutes before it stops.
 
     Example: gpubox autostop box1 2h
     """
@@ -302,7 +303,7 @@ def autostop(
         _, endpoint = lifecycle.endpoint_for(settings, state, name)
     runner = remote_ssh.runner_for(endpoint, settings, name)
     if limit is not None:
-        message = set_idle_limit(runner, minutes)
+        message = set_idle_limit(runner, minutes, box_name=name)
         render.ok(f"{name}: {message}")
         if minutes is None:
             render.warn(f"'{name}' now bills until you stop it: gpubox stop {name}")
@@ -317,7 +318,7 @@ def autostop(
         return
     render.say(f"{name}: {status.summary()}")
     for reason in status.uncertain:
-        render.warn(f"cannot read Jupyter ({reason}); the limit counts double until it can")
+        render.warn(f"unknown: {reason}; the limit counts double while anything is unknown")
     if status.last_stop_reason:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(status.last_stop_at or 0))
         render.say(f"last idle stop {when}: {status.last_stop_reason}")

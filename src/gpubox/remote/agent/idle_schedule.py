@@ -176,6 +176,7 @@ def install(args):
         "stop_command",
         "jupyter_url",
         "jupyter_token_file",
+        "box_name",
     ):
         value = getattr(args, key)
         if value is not None:

@@ -14,6 +14,7 @@
 #   GPUBOX_JUPYTER_PORT, GPUBOX_JUPYTER_TOKEN
 #   GPUBOX_INSTALL_DRIVER       1 | 0
 #   GPUBOX_IDLE_MINUTES         handed to the idle agent
+#   GPUBOX_BOX_NAME             the box's name in gpubox, for the idle warning's commands
 #   GPUBOX_PYTHON_ENV           uv | conda
 #   GPUBOX_SPOT                 1 on a spot box: run the interruption watcher
 # Each step prints `::gpubox step=NAME status=start|done|skip|fail seconds=N msg=...`
@@ -495,6 +496,11 @@ stop_our_jupyter() {
 
 step_jupyter() {
   [[ -n "$JUPYTER_TOKEN" ]] || fail "no Jupyter token was given (GPUBOX_JUPYTER_TOKEN)"
+  # The idle warning as a banner in JupyterLab (agent/jupyter_notice.py), into the venv;
+  # a server that is already running loads it at its next start.
+  if [[ -x "$VENV/bin/python" && -f "$GPUBOX_DIR/agent/jupyter_notice.py" ]]; then
+    "$VENV/bin/python" "$GPUBOX_DIR/agent/jupyter_notice.py" install || echo "the JupyterLab idle banner could not be installed"
+  fi
   if jupyter_answers; then
     skip "Jupyter is running on 127.0.0.1:$JUPYTER_PORT ($(cat "$STATE_DIR/jupyter-mode" 2>/dev/null))"
     return 0
@@ -566,11 +572,11 @@ step_agent() {
   local agent="$GPUBOX_DIR/agent/idle.py"
   if [[ ! -f "$agent" ]]; then skip "no idle agent shipped with this gpubox"; return 0; fi
   local want
-  want="idle=$IDLE_MINUTES $(cksum <"$agent")"
+  want="idle=$IDLE_MINUTES box=${GPUBOX_BOX_NAME:-} $(cksum <"$agent")"
   if recorded agent "$want"; then skip "$(cat "$STATE_DIR/agent_note" 2>/dev/null)"; return 0; fi
   # The agent reads the token from a file only the user can read, to see notebook use.
   (umask 077; printf '%s\n' "$JUPYTER_TOKEN" >"$GPUBOX_DIR/jupyter-token")
-  python3 "$agent" install --idle-minutes "$IDLE_MINUTES" \
+  python3 "$agent" install --idle-minutes "$IDLE_MINUTES" --box-name "${GPUBOX_BOX_NAME:-}" \
     --jupyter-url "http://127.0.0.1:$JUPYTER_PORT" --jupyter-token-file "$GPUBOX_DIR/jupyter-token"
   if [[ "$IDLE_MINUTES" == off ]]; then
     record agent_note "idle auto-stop is off"
