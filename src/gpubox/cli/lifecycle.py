@@ -170,6 +170,11 @@ def up(
     port: Annotated[
         int | None, typer.Option(help="Local port for the Jupyter tunnel (default: a free one).")
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Go on without asking, e.g. for an --ssh-from wider "
+                     "than 4096 addresses."),
+    ] = False,
 ) -> None:
     """Make a box (or start the one of that name), set it up, and open Jupyter.
 
@@ -226,6 +231,11 @@ def up(
         idle_stop_minutes=idle_minutes,
         any_region=any_region,
     )
+    from gpubox.validate import check_port, confirm_ssh_from
+
+    check_port(port)
+    if pname == "aws":
+        confirm_ssh_from(spec.ssh_from, yes=yes, confirm=render.confirm)
     if pname == "aws" and spec.type is None:
         existing = None
         with _open_state(settings) as state:
