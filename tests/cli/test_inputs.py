@@ -107,3 +107,16 @@ def test_a_region_typo_is_one_line_with_the_closest_region_before_any_call(args,
     assert "cannot reach AWS" not in done.stderr  # no call was made anywhere
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("hint:"), done.stderr
+
+
+def test_up_with_no_region_and_no_latency_goes_to_us_east_1_and_says_why(endpoint):
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
+    done = subprocess.run(
+        [sys.executable, "-m", "gpubox", *UP, "--type", "g4dn.xlarge"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "region us-east-1 (latency could not be measured" in done.stderr
+    assert "the most GPU capacity" in done.stderr
+    (inst,) = live_instances(endpoint)
+    assert inst["Placement"]["AvailabilityZone"].startswith("us-east-1")
