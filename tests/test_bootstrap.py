@@ -16,6 +16,7 @@ import http.server
 import io
 import json
 import os
+import pwd
 import signal
 import socket
 import threading
@@ -33,8 +34,11 @@ from gpubox.errors import SetupFailed
 from gpubox.remote.runner import LocalRunner
 
 TORCH_WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
-# uv's cache of the real user: a temporary HOME would otherwise start it cold.
-REAL_UV_CACHE = os.environ.get("UV_CACHE_DIR") or os.path.expanduser("~/.cache/uv")
+# uv's cache of the real user: a temporary HOME would otherwise start it cold. From the
+# account's home folder (pwd), not $HOME, so that it is the same whatever HOME runs the tests.
+REAL_UV_CACHE = os.environ.get("UV_CACHE_DIR") or str(
+    Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "uv"
+)
 
 pytestmark = [
     pytest.mark.slow,

@@ -127,6 +127,29 @@ def infer_provider(spec_provider: str | None, *, host: str | None, aws_hint: boo
     )
 
 
+def check_unchanged(box: Box, spec: BoxSpec) -> None:
+    """`up` of a box that exists uses it as it is; asking it for another type or disk
+    is an error that says what the box is and which command changes it."""
+    asked = spec.types or ((spec.type,) if spec.type else ())
+    wrong_type = bool(asked and box.type and box.type not in asked)
+    # 64 GB is the default, so only a --disk the user chose can disagree.
+    wrong_disk = spec.disk_gb != BoxSpec.disk_gb and box.disk_gb not in (None, spec.disk_gb)
+    if not (wrong_type or wrong_disk):
+        return
+    what = box.type or box.provider
+    if box.disk_gb:
+        what += f" with a {box.disk_gb} GB disk"
+    flags = (f" --type {asked[0]}" if wrong_type else "") + (
+        f" --disk {spec.disk_gb}" if wrong_disk else ""
+    )
+    raise InvalidInput(
+        f"box '{box.name}' already exists as a {what} ({box.state.value}); "
+        f"`up` uses a box as it is and changes nothing",
+        hint=f"change it with `gpubox resize {box.name}{flags}`, or run "
+        f"`gpubox up {box.name}` to use it as it is",
+    )
+
+
 @dataclass(frozen=True)
 class UpResult:
     box: Box
@@ -167,6 +190,7 @@ def up(
     existing = prov.find(spec.name)
     created = started = False
     if existing is not None and existing.state is not BoxState.TERMINATED:
+        check_unchanged(existing, spec)
         box = existing
         if box.state in (BoxState.STOPPED, BoxState.STOPPING):
             say(f"box '{spec.name}' is {box.state.value}; starting it")

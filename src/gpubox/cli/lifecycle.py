@@ -175,6 +175,11 @@ def up(
         typer.Option(help="Also forward this port of the box (PORT or LOCAL:REMOTE), e.g. 6006 "
                      "for TensorBoard; repeat for more. See `gpubox forward`."),
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Go on without asking, e.g. for an --ssh-from wider "
+                     "than 4096 addresses."),
+    ] = False,
 ) -> None:
     """Make a box (or start the one of that name), set it up, and open Jupyter.
 
@@ -231,6 +236,11 @@ def up(
         idle_stop_minutes=idle_minutes,
         any_region=any_region,
     )
+    from gpubox.validate import check_port, confirm_ssh_from
+
+    check_port(port)
+    if pname == "aws":
+        confirm_ssh_from(spec.ssh_from, yes=yes, confirm=render.confirm)
     if pname == "aws" and spec.type is None:
         existing = None
         with _open_state(settings) as state:

@@ -249,6 +249,10 @@ def gc(
         aws_boxes = state.boxes("aws")
     keep = {b.name: b.id for b in aws_boxes}
     box_regions = {b.name: b.region for b in aws_boxes}
+    if region is not None:
+        from gpubox.validate import check_region
+
+        check_region(region, "from --region")
     if region and region not in used:
         render.warn(f"gpubox has no record of using {region}; looking there anyway")
     regions = [region] if region else used

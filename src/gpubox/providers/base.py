@@ -72,6 +72,11 @@ class BoxSpec:
     types: tuple[str, ...] = ()  # acceptable types in order of preference (failover)
     any_region: bool = False
 
+    def __post_init__(self) -> None:
+        from gpubox.validate import check_spec
+
+        check_spec(self)  # every input checked once, here, before anything is made
+
 
 @dataclass(frozen=True)
 class Box:

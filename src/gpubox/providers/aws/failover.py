@@ -105,6 +105,7 @@ def preflight(
     latency_text = (
         f" ({choice.latency_ms:.0f} ms from here)" if choice.latency_ms is not None else ""
     )
+    latency_text = f" ({choice.why})" if choice.why else latency_text
     lines = [f"region {choice.region}{latency_text}, zones {', '.join(choice.zones)}", quota_line]
     if spot_market:
         prices = {z: p for z, p in spot.current_prices(ec2, chosen_type).items() if z in zones}

@@ -43,6 +43,9 @@ IDLE_MINUTES="${GPUBOX_IDLE_MINUTES:-60}"
 PYTHON_ENV="${GPUBOX_PYTHON_ENV:-uv}"
 # Never let uv fetch its own Python: the host's python3 is the one to use.
 export UV_PYTHON_DOWNLOADS=never
+# Trust what the host trusts: uv otherwise uses its own bundled roots, and fails on a
+# network whose TLS is inspected by a CA that only the system store holds.
+export UV_NATIVE_TLS=1
 
 case "$FRAMEWORK" in
   pytorch) MODULE=torch ;;
@@ -125,6 +128,60 @@ driver_cuda() {
   nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9.]*\).*/\1/p' | head -n 1
 }
 
+# The host's own pip configuration (/etc/pip.conf, ~/.config/pip/pip.conf, PIP_CONFIG_FILE,
+# PIP_* variables), as `key=value` lines: uv reads none of it, so it is translated.
+host_pip_config() {
+  python3 - <<'PY' 2>/dev/null || true
+import configparser, os
+home = os.path.expanduser("~")
+xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+dirs = (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")
+files = [os.path.join(d, "pip", "pip.conf") for d in dirs] + ["/etc/pip.conf",
+         os.path.join(home, ".pip", "pip.conf"), os.path.join(xdg, "pip", "pip.conf")]
+if os.environ.get("PIP_CONFIG_FILE", "") != os.devnull:
+    files.append(os.environ.get("PIP_CONFIG_FILE", ""))
+found = {}
+for path in files:
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path)
+    except (configparser.Error, OSError):
+        continue
+    for section in ("global", "install"):
+        if parser.has_section(section):
+            found.update({k.replace("_", "-"): v for k, v in parser.items(section)})
+for key in ("index-url", "extra-index-url", "find-links", "cert", "trusted-host", "proxy"):
+    value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
+    if value is not None:
+        found[key] = value
+multi = ("extra-index-url", "find-links", "trusted-host")
+for key, value in found.items():
+    for item in value.split() if key in multi else [value.strip()]:
+        local = item[7:] if item.startswith("file://") else item if item.startswith("/") else ""
+        if item and not (local and not os.path.exists(local)):  # pip ignores those, too
+            print(f"{key}={item}")
+PY
+}
+
+# HOST_PIP: uv's flags for the host's pip configuration; gpubox's own settings win.
+# Its CA bundle and proxy become SSL_CERT_FILE and HTTPS_PROXY, unless those are set.
+HOST_PIP=()
+load_host_pip_config() {
+  local key value
+  while IFS='=' read -r key value; do
+    case "$key" in
+      index-url) if [[ -z "${GPUBOX_DEFAULT_INDEX_URL:-}" ]]; then HOST_PIP+=(--index-url "$value"); fi ;;
+      extra-index-url) HOST_PIP+=(--extra-index-url "$value") ;;
+      find-links) HOST_PIP+=(--find-links "$value") ;;
+      trusted-host) HOST_PIP+=(--allow-insecure-host "$value") ;;
+      cert) if [[ -z "${SSL_CERT_FILE:-}" ]]; then export SSL_CERT_FILE="$value"; fi ;;
+      proxy) if [[ -z "${HTTPS_PROXY:-}${https_proxy:-}" ]]; then export HTTPS_PROXY="$value" HTTP_PROXY="$value"; fi ;;
+    esac
+  done < <(host_pip_config)
+  if ((${#HOST_PIP[@]})); then echo "the host's pip configuration, for uv: ${HOST_PIP[*]}"; fi
+  if [[ -n "${SSL_CERT_FILE:-}" ]]; then echo "CA bundle: $SSL_CERT_FILE"; fi
+}
+
 # pip_install ARGS...: into the venv, with uv when there is one (several times faster).
 pip_install() {
   local args=()
@@ -134,6 +191,8 @@ pip_install() {
   elif [[ -n "${GPUBOX_DEFAULT_INDEX_URL:-}" ]]; then args+=(--index-url "$GPUBOX_DEFAULT_INDEX_URL"); fi
   local uv_bin
   if [[ ! -f "$STATE_DIR/conda" ]] && uv_bin=$(find_uv); then
+    if [[ -z "${HOST_PIP_LOADED:-}" ]]; then load_host_pip_config; HOST_PIP_LOADED=1; fi
+    if [[ "${GPUBOX_DEFAULT_INDEX_URL:-}" != none ]]; then args+=("${HOST_PIP[@]}"); fi
     echo "+ uv pip install ${args[*]} $*"
     "$uv_bin" pip install --python "$VENV/bin/python" "${args[@]}" "$@"
   else
@@ -607,6 +666,12 @@ step_stop() {
 
 if [[ "${1:-}" == stop ]]; then
   run_step stop
+  exit 0
+fi
+# `bootstrap.sh step NAME...`: only these steps, in this order (re-run one by hand).
+if [[ "${1:-}" == step ]]; then
+  shift
+  for step in "$@"; do run_step "$step"; done
   exit 0
 fi
 
