@@ -87,3 +87,76 @@ def test_set_read_and_turn_off_the_limit_on_a_host(host_home):
     assert status is not None and not status.enabled
     assert status.summary() == "auto-stop off"
     assert not (host_home / ".gpubox" / "state" / "idle-loop.json").exists()
+
+
+# --- one check for every source of the idle limit and the uptime cap ----------------
+@pytest.mark.parametrize("text", ["0", "-5", "-5m", "0h"])
+def test_zero_and_negative_limits_are_refused_from_every_source(tmp_path, text):
+    from gpubox import config
+
+    with pytest.raises(InvalidInput) as flag:
+        parse_idle_limit(text)
+    assert "off" in flag.value.hint
+    with pytest.raises(InvalidInput) as env:
+        config.load({"GPUBOX_HOME": str(tmp_path), "GPUBOX_IDLE_STOP_MINUTES": text})
+    assert "GPUBOX_IDLE_STOP_MINUTES" in env.value.message and "off" in env.value.hint
+    (tmp_path / "config").mkdir(exist_ok=True)
+    (tmp_path / "config" / "config.toml").write_text(f'idle_stop_minutes = "{text}"\n')
+    with pytest.raises(InvalidInput) as file:
+        config.load({"GPUBOX_HOME": str(tmp_path)})
+    assert "config.toml" in file.value.message and "off" in file.value.hint
+
+
+def test_a_toml_number_zero_is_refused_too(tmp_path):
+    from gpubox import config
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.toml").write_text("idle_stop_minutes = 0\nmax_hours = 0\n")
+    with pytest.raises(InvalidInput) as caught:
+        config.load({"GPUBOX_HOME": str(tmp_path)})
+    assert "off" in caught.value.hint
+
+
+def test_limits_from_file_and_environment_read_like_the_flag(tmp_path):
+    from gpubox import config
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.toml").write_text('idle_stop_minutes = "1h30m"\nmax_hours = 12\n')
+    settings = config.load({"GPUBOX_HOME": str(tmp_path)})
+    assert (settings.idle_stop_minutes, settings.max_hours) == (90, 12.0)
+    env = {"GPUBOX_HOME": str(tmp_path), "GPUBOX_IDLE_STOP_MINUTES": "1", "GPUBOX_MAX_HOURS": "90m"}
+    settings = config.load(env)
+    assert (settings.idle_stop_minutes, settings.max_hours) == (1, 1.5)  # 1 minute is allowed
+    env.update(GPUBOX_IDLE_STOP_MINUTES="off", GPUBOX_MAX_HOURS="off")
+    settings = config.load(env)
+    assert (settings.idle_stop_minutes, settings.max_hours) == (0, None)  # 0 means off inside
+
+
+def test_config_set_refuses_zero_and_keeps_the_file_as_it_was(tmp_path):
+    from gpubox import config
+
+    settings = config.load({"GPUBOX_HOME": str(tmp_path)})
+    config.write_setting(settings, "idle_stop_minutes", "45m")
+    for bad in ("0", "-5"):
+        with pytest.raises(InvalidInput) as caught:
+            config.write_setting(settings, "idle_stop_minutes", bad)
+        assert "off" in caught.value.hint
+    with pytest.raises(InvalidInput):
+        config.write_setting(settings, "max_hours", "0")
+    assert config.load({"GPUBOX_HOME": str(tmp_path)}).idle_stop_minutes == 45
+
+
+@pytest.mark.parametrize(("text", "hours"), [("12", 12.0), ("1.5", 1.5), ("90m", 1.5), ("1d", 24.0), ("off", None)])
+def test_max_hours(text, hours):
+    from gpubox.idle import parse_max_hours
+
+    assert parse_max_hours(text) == hours
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "banana", "0.001"])
+def test_bad_max_hours_are_refused_with_a_hint(text):
+    from gpubox.idle import parse_max_hours
+
+    with pytest.raises(InvalidInput) as caught:
+        parse_max_hours(text)
+    assert "off" in caught.value.hint

@@ -35,6 +35,11 @@ def parse_idle_limit(text: str | int | None) -> int | None:
     raw = str(text).strip().lower()
     if raw in OFF_WORDS:
         return None
+    if raw.startswith("-"):
+        raise InvalidInput(
+            f"an idle limit of '{text}' is below zero",
+            hint="give a limit such as 30m, or `off` to turn idle auto-stop off",
+        )
     if re.fullmatch(r"\d+(\.\d+)?", raw):
         minutes = float(raw)
     else:
@@ -56,6 +61,35 @@ def parse_idle_limit(text: str | int | None) -> int | None:
             hint="use `off` if the box should never stop by itself (it then bills until you stop it)",
         )
     return int(minutes)
+
+
+def parse_max_hours(text: str | float | None) -> float | None:
+    """The uptime cap: '12' -> 12.0 hours, '90m' -> 1.5, '1d' -> 24.0, 'off' -> None (no cap)."""
+    if text is None:
+        return None
+    raw = str(text).strip().lower()
+    if raw in OFF_WORDS:
+        return None
+    hint = "give hours such as 8, 12h or 1d, or `off` for no cap on uptime"
+    if raw.startswith("-"):
+        raise InvalidInput(f"a cap of '{text}' hours is below zero", hint=hint)
+    if re.fullmatch(r"\d+(\.\d+)?", raw):
+        hours = float(raw)
+    else:
+        compact = raw.replace(" ", "")
+        parts = _PART.findall(compact)
+        if not parts or "".join(n + u for n, u in parts) != compact:
+            raise InvalidInput(f"'{text}' is not a number of hours", hint=hint)
+        hours = sum(float(n) * _UNITS[u] for n, u in parts) / 60
+    if hours <= 0:
+        raise InvalidInput(f"a cap of '{text}' would stop the box the moment it starts", hint=hint)
+    if hours * 60 < 1:
+        raise InvalidInput(f"a cap of '{text}' is under a minute", hint=hint)
+    return round(hours, 4)
+
+
+def describe_hours(hours: float | None) -> str:
+    return "off" if hours is None else describe_limit(int(round(hours * 60)))
 
 
 def describe_limit(minutes: int | None) -> str:
