@@ -34,25 +34,22 @@ import time
 # Run as a script the folder is on sys.path already; imported (tests, the client) it is not.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from agent_files import load_config, log, path, pid_alive, read_json, write_json  # noqa: E402
+from agent_files import clock, load_config, log, path, pid_alive, read_json, write_json  # noqa: E402
 from idle_decision import decide  # noqa: E402
-from idle_schedule import install  # noqa: E402
+from idle_schedule import can_stop, health, install  # noqa: E402
 from idle_signals import read_signals  # noqa: E402
+from idle_stop import cap_actions, merge, stop, stop_command  # noqa: E402
 
 NOTICE_NAME = "GPUBOX-IDLE-STOP-SOON.txt"
 
 
 # --- acting --------------------------------------------------------------------
-def default_stop_command():
-    return "shutdown -h now" if os.geteuid() == 0 else "sudo -n shutdown -h now"
-
-
 def notice_dirs(config, signals):
     dirs = list(config.get("notice_dirs") or []) + list(signals.get("jupyter_roots", []))
     return sorted(set(os.path.expanduser(d) for d in dirs if d))
 
 
-def act(config, signals, actions, now):
+def act(config, signals, actions, now, state=None):
     for kind, text in actions:
         if kind == "warn":
             log("warning: " + text, now)
@@ -73,34 +70,33 @@ def act(config, signals, actions, now):
                 except OSError:
                     pass
         elif kind == "stop":
-            command = config.get("stop_command") or default_stop_command()
-            log("stop: " + text + "; running: " + command, now)
-            done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                log(
-                    f"stop command failed ({done.returncode}): "
-                    + (done.stdout + done.stderr).strip()[-300:]
-                )
+            stop(config, state if state is not None else {}, text, now)
 
 
 def check(now=None):
     config = load_config()
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     signals = read_signals(config)
     state_file = path("state", "idle.json")
     state, actions = decide(config, read_json(state_file, {}), signals, now)
+    if config.get("enabled", True):
+        state, capped = cap_actions(config, state, signals, now)
+        actions = merge(actions, capped)
     state["signals"] = signals
-    write_json(state_file, state)
-    act(config, signals, actions, now)
+    write_json(state_file, state)  # first: a stop that works may end this process
+    act(config, signals, actions, now, state)
+    if any(kind == "stop" for kind, _ in actions):
+        write_json(state_file, state)  # the stop's outcome (and pre_stop's output)
     return state, actions
 
 
 def status(now=None):
     """What the client shows: the stored state plus a fresh look, acting on nothing."""
     config = load_config()
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     stored = read_json(path("state", "idle.json"), {})
-    fresh, _ = decide(config, stored, read_signals(config), now)
+    signals = read_signals(config)
+    fresh, _ = decide(config, stored, signals, now)
     tail = []
     try:
         with open(path("logs", "idle.log")) as handle:
@@ -120,6 +116,15 @@ def status(now=None):
         "last_check": stored.get("last_check"),
         "warned_at": stored.get("warned_at"),
         "last_stop": stored.get("last_stop"),
+        "stop_failed": stored.get("stop_failed"),
+        "pre_stop": stored.get("pre_stop"),
+        "pre_stop_command": config.get("pre_stop") or None,
+        "max_hours": config.get("max_hours"),
+        "uptime_seconds": now - signals["boot_time"] if signals.get("boot_time") else None,
+        "stop_command": stop_command(config),
+        "can_stop": can_stop(config),
+        "box_name": config.get("box_name") or None,
+        "health": health(config, stored, now),
         "log_tail": tail,
     }
 
@@ -155,6 +160,11 @@ def main(argv=None):
     inst.add_argument("--warn-minutes", type=float)
     inst.add_argument("--poll-seconds", type=float)
     inst.add_argument("--stop-command", help="instead of shutdown (tests record the call)")
+    inst.add_argument("--max-hours", help="stop after this many hours of uptime, busy or not; off")
+    inst.add_argument("--pre-stop", help="a command run before any stop (save work)")
+    inst.add_argument("--pre-stop-seconds", type=float, help="pre_stop's time limit")
+    inst.add_argument("--box-name", help="the box's name, for the warning text")
+    inst.add_argument("--run-as", help="the user the systemd check runs as (default: this one)")
     inst.add_argument("--jupyter-url")
     inst.add_argument("--jupyter-token-file")
     inst.add_argument("--notice-dir", action="append", help="where the warning file goes")
