@@ -1,0 +1,127 @@
+"""The guard from boot: a launched box's EC2 user data is the idle agent's installer.
+
+moto keeps the user data run_instances was given; DescribeInstanceAttribute reads it
+back, as on AWS. The script then runs here in a scratch root (GPUBOX_GUARD_ROOT stands
+for /), with `systemctl` replaced by a stub that records its arguments: no systemd
+runs on this machine, so that one part cannot be real.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from gpubox import guard
+from gpubox.providers.base import BoxSpec
+from tests.providers.aws.conftest import plain_region
+
+AGENT_FILES = guard.agent_files()
+
+
+@pytest.fixture
+def launched(aws, settings, ec2):
+    """A box launched with an idle limit, an uptime cap and a pre_stop; its user data."""
+    from gpubox.providers.aws import AwsProvider
+
+    chosen = settings.with_overrides(max_hours=8.0, pre_stop="git -C ~/work push")
+    prov = AwsProvider(chosen, region_chooser=plain_region)
+    prov.wait_delay = 0.01
+    try:
+        box = prov.launch(BoxSpec(name="g1", provider="aws", type="g4dn.xlarge",
+                                  ssh_from="203.0.113.7/32", idle_stop_minutes=45))  # fmt: skip
+    finally:
+        prov.state.close()
+    answer = ec2.describe_instance_attribute(InstanceId=box.id, Attribute="userData")
+    sent = base64.b64decode(answer["UserData"]["Value"])
+    return {"box": box, "sent": sent, "settings": chosen}
+
+
+def test_the_user_data_of_a_launched_box_is_its_guard_and_fits(launched, tmp_path):
+    sent = launched["sent"]
+    assert len(sent) < guard.MAX_USER_DATA  # EC2's 16 KB, on the bytes sent
+    script = gzip.decompress(sent).decode()  # cloud-init unzips gzipped user data
+    assert script.startswith("#!/bin/bash\n")
+    path = tmp_path / "user-data.sh"
+    path.write_text(script)
+    checked = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert "GPUBOX_IDLE_MINUTES=45\n" in script and "GPUBOX_MAX_HOURS=8\n" in script
+    # No secret: not the box's private key, not the AWS credentials.
+    keys = list(launched["settings"].keys_dir.glob("*"))
+    assert keys, "the launch made a key pair"
+    for key in keys:
+        if key.is_file():
+            assert key.read_text().strip()[-200:] not in script
+    assert "PRIVATE KEY" not in script and os.environ["AWS_SECRET_ACCESS_KEY"] + "\n" not in script
+
+
+@pytest.mark.skipif(shutil.which("python3") is None, reason="the guard runs the box's python3")
+def test_running_the_user_data_in_a_scratch_root_installs_the_agent_with_the_limits(
+    launched, tmp_path
+):
+    root = tmp_path / "root"
+    stub_bin = tmp_path / "bin"
+    stub_bin.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    stub = stub_bin / "systemctl"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')  # a stub: no systemd runs here
+    stub.chmod(0o755)
+    script = tmp_path / "user-data.sh"
+    script.write_bytes(gzip.decompress(launched["sent"]))
+    env = {"PATH": f"{stub_bin}:/usr/bin:/bin", "GPUBOX_GUARD_ROOT": str(root),
+           "HOME": str(tmp_path)}  # fmt: skip
+    ran = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+    home = root / "home" / "ubuntu" / ".gpubox"
+    for name, text in AGENT_FILES.items():
+        assert (home / "agent" / name).read_text() == text
+    config = json.loads((home / "state" / "idle-config.json").read_text())
+    assert config["idle_minutes"] == 45 and config["enabled"] is True
+    assert config["max_hours"] == 8 and config["pre_stop"] == "git -C ~/work push"
+    assert config["box_name"] == "g1" and config["mode"] == "systemd"
+    service = (root / "etc/systemd/system/gpubox-idle.service").read_text()
+    assert "User=ubuntu\n" in service
+    assert f"{home}/agent/idle.py check" in service
+    assert "OnUnitActiveSec=60s" in (root / "etc/systemd/system/gpubox-idle.timer").read_text()
+    assert calls.read_text().splitlines() == ["daemon-reload", "enable --now gpubox-idle.timer"]
+    assert "idle auto-stop after 45m" in (home / "logs" / "guard.log").read_text()
+
+    # The agent it installed answers `status` with the box's limits.
+    status = subprocess.run(
+        ["python3", str(home / "agent" / "idle.py"), "status"],
+        env={**env, "GPUBOX_AGENT_HOME": str(home)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    seen = json.loads(status.stdout)
+    assert seen["enabled"] and seen["idle_minutes"] == 45 and seen["max_hours"] == 8
+    assert seen["health"]["running"] is True  # the stub says the timer is active
+
+
+def test_only_a_custom_ami_gets_the_cloud_init_note():
+    assert guard.cloud_init_note(None) is None
+    assert guard.cloud_init_note("dlami") is None and guard.cloud_init_note("my-saved") is None
+    assert "comes with the setup step" in guard.cloud_init_note("ami-0123456789abcdef0")
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_guard_script_and_the_user_data_pass_shellcheck(tmp_path):
+    from importlib import resources
+
+    from gpubox import config
+
+    built = guard.user_data(config.load(), BoxSpec(name="g1", provider="aws"))
+    whole = tmp_path / "user-data.sh"
+    whole.write_bytes(gzip.decompress(built))
+    with resources.as_file(resources.files("gpubox") / "remote/scripts/guard.sh") as script:
+        for path in (script, whole):
+            out = subprocess.run(["shellcheck", "-S", "warning", str(path)],
+                                 capture_output=True, text=True)  # fmt: skip
+            assert out.returncode == 0, out.stdout
