@@ -73,7 +73,7 @@ def test_set_read_and_turn_off_the_limit_on_a_host(host_home):
     runner = LocalRunner()
     assert read_idle_status(runner) is None  # no agent there yet
 
-    message = set_idle_limit(runner, 30)
+    message = set_idle_limit(runner, 30)["message"]
     assert "after 30m" in message
     assert (host_home / ".gpubox" / "agent" / "idle.py").is_file()
     status = read_idle_status(runner)
@@ -82,7 +82,7 @@ def test_set_read_and_turn_off_the_limit_on_a_host(host_home):
     assert status.idle_seconds is not None and status.idle_seconds < 30 * 60
     assert "install: idle auto-stop after 30m" in idle_log(runner)
 
-    assert set_idle_limit(runner, None) == "idle auto-stop is off"
+    assert set_idle_limit(runner, None)["message"] == "idle auto-stop is off"
     status = read_idle_status(runner)
     assert status is not None and not status.enabled
     assert status.summary() == "auto-stop off"
@@ -160,3 +160,75 @@ def test_bad_max_hours_are_refused_with_a_hint(text):
     with pytest.raises(InvalidInput) as caught:
         parse_max_hours(text)
     assert "off" in caught.value.hint
+
+
+# --- end to end: the real command, this machine as the box ---------------------------
+@pytest.mark.slow
+def test_a_local_box_left_alone_stops_and_a_failed_stop_is_loud_until_one_works(tmp_path):
+    """`gpubox up --provider local --no-setup`, then `gpubox autostop g1 1m --max-hours 5`.
+    The stop command is the setting idle_stop_command: it fails as `sudo -n shutdown` does
+    without sudo until the test allows it, then writes a file. The agent's clock is a file
+    (GPUBOX_AGENT_CLOCK) and its poll is half a second, so three hours pass at once."""
+    import subprocess
+    import sys
+    import time
+
+    allowed, stopped, clock = tmp_path / "allowed", tmp_path / "stopped", tmp_path / "clock"
+    clock.write_text(str(time.time()))
+    command = (f"if [ -e {allowed} ]; then echo stopped >> {stopped}; "
+               f"else echo 'sudo: a password is required' >&2; exit 1; fi")  # fmt: skip
+    home = tmp_path / "host-home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "GPUBOX_IDLE_STOP_COMMAND": command,
+           "GPUBOX_AGENT_CLOCK": str(clock), "GPUBOX_IDLE_POLL_SECONDS": "0.5",
+           "GPUBOX_JUPYTER_URL": "http://127.0.0.1:9"}  # fmt: skip
+
+    def gpubox(*args):
+        done = subprocess.run([sys.executable, "-m", "gpubox", *args], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def guard():
+        return json.loads(gpubox("status", "g1", "--json").stdout)[0]["idle"]
+
+    def wait_for(predicate, timeout=90.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.5)
+        raise AssertionError(f"not true within {timeout}s")
+
+    gpubox("up", "g1", "--provider", "local", "--no-setup")
+    said = gpubox("autostop", "g1", "1m", "--max-hours", "5")
+    assert "idle auto-stop after 1m" in said.stderr and "after 5h of uptime" in said.stdout
+    try:
+        seen = guard()
+        assert seen["enabled"] and seen["limit_minutes"] == 1 and seen["max_hours"] == 5
+        assert seen["running"] is True and seen["stop_failed_at"] is None
+        assert seen["idle_seconds"] < 60
+
+        clock.write_text(str(time.time() + 3 * 3600))  # three quiet hours
+        failed = wait_for(lambda: (g := guard())["stop_failed_at"] and g)
+        assert "a password is required" in failed["stop_failed_error"]
+        shown = gpubox("status", "g1")
+        assert "idle stop FAILED at" in shown.stderr and "a password is required" in shown.stderr
+        listed = gpubox("status")  # all boxes, no SSH: what `status g1` last saw
+        assert "g1: idle stop FAILED at" in listed.stderr
+        assert not stopped.exists()
+
+        allowed.write_text("")  # the agent asks again each poll: now the stop works
+        wait_for(stopped.exists)
+        seen = wait_for(lambda: (g := guard())["stop_failed_at"] is None and g)
+        assert seen["last_stop_ok"] is True and "idle for" in seen["last_stop_reason"]
+        assert "FAILED" not in gpubox("status").stderr
+    finally:
+        gpubox("autostop", "g1", "off", "--max-hours", "off")
+        loop = home / ".gpubox" / "state" / "idle-loop.json"
+        if loop.exists():
+            try:
+                os.kill(json.loads(loop.read_text())["pid"], 15)
+            except ProcessLookupError:
+                pass

@@ -125,3 +125,38 @@ def test_the_guard_script_and_the_user_data_pass_shellcheck(tmp_path):
             out = subprocess.run(["shellcheck", "-S", "warning", str(path)],
                                  capture_output=True, text=True)  # fmt: skip
             assert out.returncode == 0, out.stdout
+
+
+def test_up_flags_reach_the_guard_and_up_says_what_guards_the_box(aws, ec2, capsys, monkeypatch):
+    from gpubox.cli.main import run
+
+    monkeypatch.setenv("COLUMNS", "200")
+    own_ami = aws["us-east-1"][("ubuntu", "x86_64")]
+
+    def gpubox(*args):
+        try:
+            run(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, _, err = gpubox("up", "b0", "--type", "g4dn.xlarge", "--region", "us-east-1",
+                          "--ssh-from", "203.0.113.7/32", "--no-setup", "--max-hours", "0")  # fmt: skip
+    assert code == 2 and "off" in err
+    assert ec2.describe_instances()["Reservations"] == []  # a bad cap makes nothing
+
+    code, out, err = gpubox("up", "b1", "--type", "g4dn.xlarge", "--region", "us-east-1",
+                            "--ssh-from", "203.0.113.7/32", "--no-setup", "--idle-stop", "30m",
+                            "--max-hours", "8", "--pre-stop", "git -C ~/work push",
+                            "--image", own_ami)  # fmt: skip
+    assert code == 0, err
+    assert "stops itself after 30m idle or 8h up (its guard was installed at first boot)" in out
+    assert f"if {own_ami} has no cloud-init" in err and "comes with the setup step" in err
+    [reservation] = ec2.describe_instances()["Reservations"]
+    box_id = reservation["Instances"][0]["InstanceId"]
+    sent = ec2.describe_instance_attribute(InstanceId=box_id, Attribute="userData")
+    script = gzip.decompress(base64.b64decode(sent["UserData"]["Value"])).decode()
+    assert "GPUBOX_IDLE_MINUTES=30\n" in script and "GPUBOX_MAX_HOURS=8\n" in script
+    assert "GPUBOX_PRE_STOP='git -C ~/work push'\n" in script

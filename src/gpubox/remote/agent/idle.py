@@ -79,9 +79,8 @@ def check(now=None):
     signals = read_signals(config)
     state_file = path("state", "idle.json")
     state, actions = decide(config, read_json(state_file, {}), signals, now)
-    if config.get("enabled", True):
-        state, capped = cap_actions(config, state, signals, now)
-        actions = merge(actions, capped)
+    state, capped = cap_actions(config, state, signals, now)  # with idle stop on or off
+    actions = merge(actions, capped)
     state["signals"] = signals
     write_json(state_file, state)  # first: a stop that works may end this process
     act(config, signals, actions, now, state)
@@ -156,7 +155,7 @@ def main(argv=None):
     keep = sub.add_parser("keep-alive", help="keep the box up while process PID runs")
     keep.add_argument("pid", type=int)
     inst = sub.add_parser("install", help="configure and schedule the checks")
-    inst.add_argument("--idle-minutes", required=True, help="minutes, or off")
+    inst.add_argument("--idle-minutes", help="minutes, or off (default: as it is)")
     inst.add_argument("--warn-minutes", type=float)
     inst.add_argument("--poll-seconds", type=float)
     inst.add_argument("--stop-command", help="instead of shutdown (tests record the call)")

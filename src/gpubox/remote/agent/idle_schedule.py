@@ -173,7 +173,7 @@ MODE_WORDS = {
 
 def health(config, stored, now):
     """Is the guard watching? Its schedule is in place and its last look is recent."""
-    if not config.get("enabled"):
+    if not config.get("enabled") and not config.get("max_hours"):
         return {"running": False, "why": "auto-stop is off"}
     mode = config.get("mode", "none")
     scheduled, why = True, ""
@@ -203,8 +203,11 @@ def health(config, stored, now):
 def install(args):
     config = load_config()
     old_mode = config.get("mode", "none")
-    off = str(args.idle_minutes).lower() in ("off", "none", "never")
-    if not off:
+    if args.idle_minutes is None:  # only other settings change
+        off = not config.get("enabled") or old_mode == "none"
+    else:
+        off = str(args.idle_minutes).lower() in ("off", "none", "never")
+    if not off and args.idle_minutes is not None:
         minutes = float(args.idle_minutes)
         if minutes <= 0:
             raise SystemExit("idle minutes must be above 0, or off")
@@ -232,7 +235,9 @@ def install(args):
         config["jupyter_runtime_dirs"] = [os.environ["JUPYTER_RUNTIME_DIR"]]
     if args.notice_dir:
         config["notice_dirs"] = args.notice_dir
-    mode = "none" if off else choose_mode(args.mode)
+    # The checks run while either limit is on: the idle limit or the uptime cap.
+    watched = not off or bool(config.get("max_hours"))
+    mode = choose_mode(args.mode) if watched else "none"
     # The same way of scheduling is updated in place (the guard installed at boot keeps
     # watching while the bootstrap changes its settings); another one replaces it.
     if mode != old_mode:
@@ -256,15 +261,15 @@ def install(args):
         install_cron()
     elif mode == "loop":
         install_loop()
-    stoppable = off or can_stop(config)
+    stoppable = not watched or can_stop(config)
     if off:
         message = "idle auto-stop is off"
     else:
-        message = "idle auto-stop after {}, checked by {}".format(
-            minutes_text(config["idle_minutes"] * 60), MODE_WORDS[mode]
-        )
-        if config.get("max_hours"):
-            message += "; stops after {:g}h of uptime whatever it does".format(config["max_hours"])
+        message = "idle auto-stop after {}".format(minutes_text(config["idle_minutes"] * 60))
+    if config.get("max_hours"):
+        message += "; stops after {:g}h of uptime whatever it does".format(config["max_hours"])
+    if watched:
+        message += ", checked by " + MODE_WORDS[mode]
         if not stoppable:
             message += (
                 "; BUT it cannot stop this machine: no root and no passwordless sudo for "
