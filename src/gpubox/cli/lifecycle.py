@@ -267,7 +267,7 @@ def up(
     where = box.type if box.provider == "aws" else (box.id or box.address or "this machine")
     verb = "made" if result.created else ("started" if result.started else "found")
     render.ok(f"{verb} box '{box.name}' ({box.provider}, {where}) in {took:.1f}s")
-    _guard_notes(settings, spec, box, setup)
+    _guard_notes(settings, spec, box, setup, result)
     if not setup:
         render.say(f"connect with: gpubox ssh {box.name}")
         render.say(f"set it up with: gpubox up {box.name}")
@@ -280,10 +280,17 @@ def up(
         render.say(f"shell: gpubox ssh {box.name}    close the tunnel: gpubox jupyter {box.name} --stop")
 
 
-def _guard_notes(settings, spec, box, setup):
+def _guard_notes(settings, spec, box, setup, result=None):
     """What guards the box: on AWS its guard from boot; elsewhere nothing until `autostop`."""
     from gpubox.guard import cloud_init_note
     from gpubox.idle import describe_hours, describe_limit
+
+    events = getattr(getattr(result, "setup", None), "events", ()) or ()
+    for event in events:
+        if event.step == "agent" and "cannot stop this machine" in (event.msg or ""):
+            render.error(f"'{box.name}' will NOT stop by itself: its guard cannot stop the machine",
+                         hint="set idle_stop_command, or allow passwordless `sudo shutdown` "
+                         "there; until then stop it yourself: gpubox stop " + box.name)  # fmt: skip
 
     if box.provider == "aws":
         if not setup and spec.idle_stop_minutes:
