@@ -232,3 +232,23 @@ def test_a_local_box_left_alone_stops_and_a_failed_stop_is_loud_until_one_works(
                 os.kill(json.loads(loop.read_text())["pid"], 15)
             except ProcessLookupError:
                 pass
+
+
+def test_up_says_loudly_when_the_guard_cannot_stop_the_machine(capsys):
+    """The agent's own words (its install on a host without root or sudo, as the test in
+    tests/agent/test_stop.py runs it for real) reach `up`'s output as an error."""
+    from types import SimpleNamespace
+
+    from gpubox.cli.lifecycle import _guard_notes
+    from gpubox.config import load
+    from gpubox.providers.base import Box, BoxSpec, BoxState
+    from gpubox.setup import StepEvent
+
+    said = ("idle auto-stop after 1h, checked by a crontab entry; BUT it cannot stop this "
+            "machine: no root and no passwordless sudo for `shutdown`")  # fmt: skip
+    # A stand-in for up's result: only the setup's step events are read.
+    result = SimpleNamespace(setup=SimpleNamespace(events=(StepEvent("agent", "done", 1.0, said),)))
+    box = Box(name="s1", provider="ssh", state=BoxState.RUNNING)
+    _guard_notes(load(), BoxSpec(name="s1", provider="ssh"), box, True, result)
+    err = capsys.readouterr().err
+    assert "'s1' will NOT stop by itself" in err and "idle_stop_command" in err
