@@ -5,10 +5,13 @@ Standard library only, Python >= 3.8: it runs on whatever python3 the host has,
 before (and whether or not) the bootstrap's environment exists.
 
   idle.py check     one poll: read the signals, update state/idle.json, warn at
-                    limit - 5 min, stop at the limit
-  idle.py install --idle-minutes N|off
+                    limit - 5 min, stop at the limit (or at max_hours of uptime);
+                    a stop runs pre_stop first, and a stop that fails is kept in
+                    the state and asked again at the next poll (idle_stop.py)
+  idle.py install [--idle-minutes N|off] [--max-hours H|off] [--pre-stop CMD]
                     write the config and schedule `check` (systemd timer, else a
-                    crontab entry, else a nohup loop), or unschedule it with off
+                    crontab entry, else a nohup loop), or unschedule it with off;
+                    the same schedule is updated in place
   idle.py status    JSON for the gpubox client (fresh readings, nothing acted on)
   idle.py loop      what the nohup fallback runs: check, sleep, forever
   idle.py keep-alive PID
