@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from gpubox.providers.base import BoxSpec
 
 MAX_USER_DATA = 16 * 1024  # EC2's limit, on the raw (not yet base64) user data
-# The spot watcher is started by the bootstrap on spot boxes; the guard needs the rest.
-NOT_AT_BOOT = ("spot_watch.py",)
+# Not needed before setup: the spot watcher (the bootstrap starts it on spot boxes) and
+# the JupyterLab banner (no Jupyter before setup; idle.py does without it, with `wall`).
+# The setup step copies every file.
+NOT_AT_BOOT = ("spot_watch.py", "jupyter_notice.py")
 PAYLOAD_END = "__GPUBOX_AGENT__"
 
 
