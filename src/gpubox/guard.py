@@ -107,3 +107,22 @@ def cloud_init_note(image: str | None) -> str | None:
             "it comes with the setup step (do not use --no-setup with it)"
         )
     return None
+
+
+def still_billing(last_step: str | None, spec: BoxSpec, max_hours: float | None) -> str | None:
+    """What a failed `up` adds when its AWS box was launched: it bills, and what stops it."""
+    if spec.provider != "aws" or last_step not in ("launched", "setup", "jupyter"):
+        return None
+    from gpubox.idle import describe_hours, describe_limit
+
+    stops = []
+    if spec.idle_stop_minutes:
+        stops.append(f"{describe_limit(spec.idle_stop_minutes)} idle")
+    if max_hours:
+        stops.append(f"{describe_hours(max_hours)} up")
+    how = (
+        f"its guard (installed at first boot) stops it after {' or '.join(stops)}"
+        if stops
+        else "auto-stop is off, so it bills until you stop it"
+    )
+    return f"'{spec.name}' is running and billing: {how}; to stop it now: gpubox stop {spec.name}"

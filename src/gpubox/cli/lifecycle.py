@@ -250,7 +250,8 @@ def up(
                 "which GPU instance type?", hint="pass --type (see `gpubox types` for prices)"
             )
     started = time.monotonic()
-    with _open_state(settings) as state, _progress(f"bringing up '{name}'") as progress:
+    with _open_state(settings) as state, _progress(f"bringing up '{name}'") as progress, \
+            _say_if_billing(state, spec, settings):  # fmt: skip
         result = lifecycle.up(
             settings,
             state,
@@ -278,6 +279,22 @@ def up(
         render.say(f"shell: gpubox ssh {box.name}    stop paying: gpubox stop {box.name}")
     else:
         render.say(f"shell: gpubox ssh {box.name}    close the tunnel: gpubox jupyter {box.name} --stop")
+
+
+@contextlib.contextmanager
+def _say_if_billing(state, spec, settings):
+    """An `up` that fails after the launch says the box bills, and what will stop it."""
+    from gpubox.errors import GpuboxError
+    from gpubox.guard import still_billing
+
+    try:
+        yield
+    except GpuboxError as exc:
+        step = state.last_step(spec.name)
+        note = still_billing(step[0] if step else None, spec, settings.max_hours)
+        if note:
+            exc.message += "\n" + note
+        raise
 
 
 def _guard_notes(settings, spec, box, setup, result=None):

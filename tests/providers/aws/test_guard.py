@@ -160,3 +160,29 @@ def test_up_flags_reach_the_guard_and_up_says_what_guards_the_box(aws, ec2, caps
     script = gzip.decompress(base64.b64decode(sent["UserData"]["Value"])).decode()
     assert "GPUBOX_IDLE_MINUTES=30\n" in script and "GPUBOX_MAX_HOURS=8\n" in script
     assert "GPUBOX_PRE_STOP='git -C ~/work push'\n" in script
+
+
+@pytest.mark.sshd
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs Debian's openssh-server")
+def test_an_up_that_fails_after_the_launch_says_the_box_bills_and_what_stops_it(
+    aws, ec2, capsys, monkeypatch, sshd
+):
+    """The box's SSH is a real sshd (the documented ssh_address setting) that does not let
+    the box's new key in: `up` fails after the launch, as when the laptop cannot reach
+    the box, and must say that the box runs, bills, and stops by its guard."""
+    from gpubox.cli.main import run
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("GPUBOX_SSH_ADDRESS", f"127.0.0.1:{sshd.port}")
+    try:
+        run(["up", "b2", "--type", "g4dn.xlarge", "--region", "us-east-1", "--ssh-from",
+             "203.0.113.7/32", "--idle-stop", "45m", "--max-hours", "10", "--no-browser"])  # fmt: skip
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    err = capsys.readouterr().err
+    assert code != 0
+    [reservation] = ec2.describe_instances()["Reservations"]
+    assert reservation["Instances"][0]["State"]["Name"] == "running"
+    assert "'b2' is running and billing: its guard (installed at first boot) stops it after " \
+           "45m idle or 10h up; to stop it now: gpubox stop b2" in " ".join(err.split())
