@@ -193,8 +193,11 @@ def test_a_local_box_left_alone_stops_and_a_failed_stop_is_loud_until_one_works(
         return json.loads(gpubox("status", "g1", "--json").stdout)[0]["idle"]
 
     def wait_for(predicate, timeout=90.0):
+        """Poll for the effect; the agent's clock moves ten minutes between looks (the
+        idle decision may warn at one poll and stop at a later one)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            clock.write_text(str(float(clock.read_text()) + 600))
             value = predicate()
             if value:
                 return value
