@@ -165,11 +165,11 @@ def main(argv=None):
     inst.add_argument("--max-hours", help="stop after this many hours of uptime, busy or not; off")
     inst.add_argument("--pre-stop", help="a command run before any stop (save work)")
     inst.add_argument("--pre-stop-seconds", type=float, help="pre_stop's time limit")
-    inst.add_argument("--box-name", help="the box's name, for the warning text")
     inst.add_argument("--run-as", help="the user the systemd check runs as (default: this one)")
     inst.add_argument("--jupyter-url")
     inst.add_argument("--jupyter-token-file")
     inst.add_argument("--notice-dir", action="append", help="where the warning file goes")
+    inst.add_argument("--box-name", help="the box's name in gpubox, for the warning's commands")
     inst.add_argument("--mode", default="auto", choices=["auto", "systemd", "cron", "loop", "none"])
     args = parser.parse_args(argv)
     if args.command == "check":
