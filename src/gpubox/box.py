@@ -224,7 +224,7 @@ def up(
     state.journal(spec.name, "setup")
     result = setup_mod.run_setup(
         runner,
-        settings.with_overrides(idle_stop_minutes=idle_limit_for(box, spec)),
+        guard_settings_for(settings, box, spec),
         box_name=spec.name,
         framework=framework,
         on_event=on_step,
@@ -247,6 +247,14 @@ def idle_limit_for(box: Box, spec: BoxSpec) -> int:
     if box.provider != "aws":
         return 0
     return spec.idle_stop_minutes or 0
+
+
+def guard_settings_for(settings: Settings, box: Box, spec: BoxSpec) -> Settings:
+    """The settings setup hands the idle agent: the box's limit; on a host gpubox does not
+    rent, no limit and no uptime cap (they come with `gpubox autostop`)."""
+    if box.provider != "aws":
+        return replace(settings, idle_stop_minutes=0, max_hours=None)
+    return settings.with_overrides(idle_stop_minutes=idle_limit_for(box, spec))
 
 
 def _record_run(state: State, box: Box) -> None:

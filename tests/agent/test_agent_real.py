@@ -226,7 +226,8 @@ def test_loop_mode_polls_by_itself_and_off_ends_it(agent, jupyter):
     assert "stopped" in agent.stops.read_text()
 
     out = agent.install(minutes="off", warn=1)
-    assert out == {"enabled": False, "mode": "none", "message": "idle auto-stop is off"}
+    assert out == {"enabled": False, "mode": "none", "can_stop": True,
+                   "message": "idle auto-stop is off"}  # fmt: skip
 
     def gone():
         try:

@@ -161,6 +161,14 @@ def up(
         str | None,
         typer.Option(help="Stop the box after this long idle: 30m, 2h, or off (default 60m)."),
     ] = None,
+    max_hours: Annotated[
+        str | None,
+        typer.Option(help="Also stop after this much uptime, busy or not: 8, 12h, or off (default off). Env: GPUBOX_MAX_HOURS."),
+    ] = None,
+    pre_stop: Annotated[
+        str | None,
+        typer.Option(help="Run this on the box before any stop, to save work: 'git -C ~/work push'. Env: GPUBOX_PRE_STOP."),
+    ] = None,
     setup: Annotated[
         bool, typer.Option("--setup/--no-setup", help="Set the host up and open Jupyter.")
     ] = True,
@@ -205,6 +213,11 @@ def up(
         from gpubox.idle import parse_idle_limit
 
         idle_minutes = parse_idle_limit(idle_stop)
+    if max_hours is not None:
+        from gpubox.idle import parse_max_hours
+
+        settings = dataclasses.replace(settings, max_hours=parse_max_hours(max_hours))
+    settings = settings.with_overrides(pre_stop=pre_stop)
     user = port_num = None
     host_name = host
     if host:
@@ -252,7 +265,8 @@ def up(
                 "which GPU instance type?", hint="pass --type (see `gpubox types` for prices)"
             )
     started = time.monotonic()
-    with _open_state(settings) as state, _progress(f"bringing up '{name}'") as progress:
+    with _open_state(settings) as state, _progress(f"bringing up '{name}'") as progress, \
+            _say_if_billing(state, spec, settings):  # fmt: skip
         result = lifecycle.up(
             settings,
             state,
@@ -271,6 +285,7 @@ def up(
     render.ok(f"{verb} box '{box.name}' ({box.provider}, {where}) in {took:.1f}s")
     if forward:
         _forward_after_up(settings, box.name, forward)
+    _guard_notes(settings, spec, box, setup, result)
     if not setup:
         render.say(f"connect with: gpubox ssh {box.name}")
         render.say(f"set it up with: gpubox up {box.name}")
@@ -292,6 +307,45 @@ def _forward_after_up(settings, name: str, specs: list[str]) -> None:
         _, endpoint = lifecycle.endpoint_for(settings, state, name)
         for opened in forwards.open_forwards(settings, state, name, endpoint, specs):
             render.say(f"forward: {opened.describe()}")
+@contextlib.contextmanager
+def _say_if_billing(state, spec, settings):
+    """An `up` that fails after the launch says the box bills, and what will stop it."""
+    from gpubox.errors import GpuboxError
+    from gpubox.guard import still_billing
+
+    try:
+        yield
+    except GpuboxError as exc:
+        step = state.last_step(spec.name)
+        note = still_billing(step[0] if step else None, spec, settings.max_hours)
+        if note:
+            exc.message += "\n" + note
+        raise
+
+
+def _guard_notes(settings, spec, box, setup, result=None):
+    """What guards the box: on AWS its guard from boot; elsewhere nothing until `autostop`."""
+    from gpubox.guard import cloud_init_note
+    from gpubox.idle import describe_hours, describe_limit
+
+    events = getattr(getattr(result, "setup", None), "events", ()) or ()
+    for event in events:
+        if event.step == "agent" and "cannot stop this machine" in (event.msg or ""):
+            render.error(f"'{box.name}' will NOT stop by itself: its guard cannot stop the machine",
+                         hint="set idle_stop_command, or allow passwordless `sudo shutdown` "
+                         "there; until then stop it yourself: gpubox stop " + box.name)  # fmt: skip
+
+    if box.provider == "aws":
+        if not setup and spec.idle_stop_minutes:
+            cap = f" or {describe_hours(settings.max_hours)} up" if settings.max_hours else ""
+            render.say(f"it stops itself after {describe_limit(spec.idle_stop_minutes)} idle{cap} "
+                       "(its guard was installed at first boot)")  # fmt: skip
+        note = cloud_init_note(spec.image)
+        if note:
+            render.warn(note)
+    elif settings.max_hours or settings.pre_stop:
+        render.warn(f"a {box.provider} box stops itself only after `gpubox autostop {box.name} "
+                    "1h --max-hours H`; --max-hours and --pre-stop apply from then")  # fmt: skip
 
 
 def _box_rows(boxes):
@@ -330,6 +384,10 @@ def status_cmd(
         # One box asked for by name: also what its idle agent says (one SSH command).
         idle = _idle_of(settings, state, boxes[0]) if name and refresh is not False else None
         open_forwards = _forwards_of(state, name) if name else []
+        if idle is not None:
+            from gpubox.idle import remember_failed_stop
+
+            remember_failed_stop(state, boxes[0].name, idle)
     if json_out:
         rows = [b.to_dict() for b in boxes]
         if idle is not None:
@@ -343,10 +401,9 @@ def status_cmd(
         return
     render.table(["name", "provider", "state", "type", "region", "address", "up", "$"], _box_rows(boxes))
     if idle is not None:
-        render.say(f"{boxes[0].name}: {idle.summary()}")
-        if idle.last_stop_reason:
-            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(idle.last_stop_at or 0))
-            render.say(f"last idle stop {when}: {idle.last_stop_reason}")
+        render.guard_report(boxes[0].name, idle)
+    else:
+        _failed_stops(settings, boxes)
     for f in open_forwards:
         render.say(f"{boxes[0].name}: forward {f.describe()}")
     for b in boxes:
@@ -354,6 +411,17 @@ def status_cmd(
             from gpubox.providers.aws.spot import Interruption
 
             render.warn(f"{b.name}: " + Interruption(action=b.get("interrupted")).describe(b.name))
+
+
+def _failed_stops(settings, boxes):
+    """A running box whose guard's last stop failed, as `status NAME` last saw it."""
+    from gpubox.idle import failed_stop
+
+    with _open_state(settings) as state:
+        for b in boxes:
+            said = failed_stop(state, b.name) if b.state.value == "running" else None
+            if said:
+                render.error(f"{b.name}: {said} (`gpubox status {b.name}` asks again)")
 
 
 app.command("ls", help="Alias of `status`.\n\nExample: gpubox ls")(status_cmd)

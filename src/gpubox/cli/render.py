@@ -125,3 +125,11 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def guard_report(name: str, status: Any) -> None:
+    """What a box's guard (the idle agent) says: watching or not, what it saw, its stops."""
+    say(f"{name}: {status.summary()}")
+    shown = {"say": say, "warn": warn, "error": error}
+    for level, line in status.report():
+        shown[level](line)

@@ -5,10 +5,13 @@ Standard library only, Python >= 3.8: it runs on whatever python3 the host has,
 before (and whether or not) the bootstrap's environment exists.
 
   idle.py check     one poll: read the signals, update state/idle.json, warn at
-                    limit - 5 min, stop at the limit
-  idle.py install --idle-minutes N|off
+                    limit - 5 min, stop at the limit (or at max_hours of uptime);
+                    a stop runs pre_stop first, and a stop that fails is kept in
+                    the state and asked again at the next poll (idle_stop.py)
+  idle.py install [--idle-minutes N|off] [--max-hours H|off] [--pre-stop CMD]
                     write the config and schedule `check` (systemd timer, else a
-                    crontab entry, else a nohup loop), or unschedule it with off
+                    crontab entry, else a nohup loop), or unschedule it with off;
+                    the same schedule is updated in place
   idle.py status    JSON for the gpubox client (fresh readings, nothing acted on)
   idle.py loop      what the nohup fallback runs: check, sleep, forever
 
@@ -35,10 +38,11 @@ import time
 # Run as a script the folder is on sys.path already; imported (tests, the client) it is not.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from agent_files import load_config, log, path, read_json, write_json  # noqa: E402
+from agent_files import clock, load_config, log, path, read_json, write_json  # noqa: E402
 from idle_decision import decide  # noqa: E402
-from idle_schedule import install  # noqa: E402
+from idle_schedule import can_stop, health, install  # noqa: E402
 from idle_signals import read_signals  # noqa: E402
+from idle_stop import cap_actions, merge, stop, stop_command  # noqa: E402
 from keep import install_command  # noqa: E402
 
 
@@ -53,11 +57,7 @@ def jupyter_notice(action, *args):
     getattr(notice, action)(*args)
 
 
-def default_stop_command():
-    return "shutdown -h now" if os.geteuid() == 0 else "sudo -n shutdown -h now"
-
-
-def act(config, signals, actions, now):
+def act(config, signals, actions, now, state=None):
     for kind, text in actions:
         if kind == "warn":
             log("warning: " + text, now)
@@ -69,34 +69,32 @@ def act(config, signals, actions, now):
         elif kind == "clear":
             jupyter_notice("clear_notice")
         elif kind == "stop":
-            command = config.get("stop_command") or default_stop_command()
-            log("stop: " + text + "; running: " + command, now)
-            done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                log(
-                    f"stop command failed ({done.returncode}): "
-                    + (done.stdout + done.stderr).strip()[-300:]
-                )
+            stop(config, state if state is not None else {}, text, now)
 
 
 def check(now=None):
     config = load_config()
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     signals = read_signals(config, now)
     state_file = path("state", "idle.json")
     state, actions = decide(config, read_json(state_file, {}), signals, now)
+    state, capped = cap_actions(config, state, signals, now)  # with idle stop on or off
+    actions = merge(actions, capped)
     state["signals"] = signals
-    write_json(state_file, state)
-    act(config, signals, actions, now)
+    write_json(state_file, state)  # first: a stop that works may end this process
+    act(config, signals, actions, now, state)
+    if any(kind == "stop" for kind, _ in actions):
+        write_json(state_file, state)  # the stop's outcome (and pre_stop's output)
     return state, actions
 
 
 def status(now=None):
     """What the client shows: the stored state plus a fresh look, acting on nothing."""
     config = load_config()
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     stored = read_json(path("state", "idle.json"), {})
-    fresh, _ = decide(config, stored, read_signals(config, now, remember=False), now)
+    signals = read_signals(config, now, remember=False)
+    fresh, _ = decide(config, stored, signals, now)
     tail = []
     try:
         with open(path("logs", "idle.log")) as handle:
@@ -117,6 +115,15 @@ def status(now=None):
         "last_check": stored.get("last_check"),
         "warned_at": stored.get("warned_at"),
         "last_stop": stored.get("last_stop"),
+        "stop_failed": stored.get("stop_failed"),
+        "pre_stop": stored.get("pre_stop"),
+        "pre_stop_command": config.get("pre_stop") or None,
+        "max_hours": config.get("max_hours"),
+        "uptime_seconds": now - signals["boot_time"] if signals.get("boot_time") else None,
+        "stop_command": stop_command(config),
+        "can_stop": can_stop(config),
+        "box_name": config.get("box_name") or None,
+        "health": health(config, stored, now),
         "log_tail": tail,
     }
 
@@ -137,10 +144,14 @@ def main(argv=None):
     sub.add_parser("status", help="JSON for the gpubox client")
     sub.add_parser("loop", help="check every poll_seconds, forever")
     inst = sub.add_parser("install", help="configure and schedule the checks")
-    inst.add_argument("--idle-minutes", required=True, help="minutes, or off")
+    inst.add_argument("--idle-minutes", help="minutes, or off (default: as it is)")
     inst.add_argument("--warn-minutes", type=float)
     inst.add_argument("--poll-seconds", type=float)
     inst.add_argument("--stop-command", help="instead of shutdown (tests record the call)")
+    inst.add_argument("--max-hours", help="stop after this many hours of uptime, busy or not; off")
+    inst.add_argument("--pre-stop", help="a command run before any stop (save work)")
+    inst.add_argument("--pre-stop-seconds", type=float, help="pre_stop's time limit")
+    inst.add_argument("--run-as", help="the user the systemd check runs as (default: this one)")
     inst.add_argument("--jupyter-url")
     inst.add_argument("--jupyter-token-file")
     inst.add_argument("--notice-dir", action="append", help="(unused: the warning shows in JupyterLab)")

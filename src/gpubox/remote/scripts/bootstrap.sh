@@ -13,8 +13,8 @@
 #   GPUBOX_NOTEBOOKS_URL        the book's notebooks zip
 #   GPUBOX_JUPYTER_PORT, GPUBOX_JUPYTER_TOKEN
 #   GPUBOX_INSTALL_DRIVER       1 | 0
-#   GPUBOX_IDLE_MINUTES         handed to the idle agent
-#   GPUBOX_BOX_NAME             the box's name in gpubox, for the idle warning's commands
+#   GPUBOX_IDLE_MINUTES         handed to the idle agent, with GPUBOX_MAX_HOURS,
+#                               GPUBOX_PRE_STOP(_SECONDS), GPUBOX_IDLE_STOP_COMMAND, GPUBOX_BOX_NAME
 #   GPUBOX_PYTHON_ENV           uv | conda
 #   GPUBOX_SPOT                 1 on a spot box: run the interruption watcher
 # Each step prints `::gpubox step=NAME status=start|done|skip|fail seconds=N msg=...`
@@ -631,17 +631,20 @@ step_agent() {
   local agent="$GPUBOX_DIR/agent/idle.py"
   if [[ ! -f "$agent" ]]; then skip "no idle agent shipped with this gpubox"; return 0; fi
   local want
-  want="idle=$IDLE_MINUTES box=${GPUBOX_BOX_NAME:-} $(cksum <"$agent")"
+  # The guard from boot (AWS user data) may have installed the agent already: this
+  # updates its settings in place, and adds what only setup knows (Jupyter).
+  local -a guard=(--max-hours "${GPUBOX_MAX_HOURS:-off}" --box-name "${GPUBOX_BOX_NAME:-}"
+    --pre-stop "${GPUBOX_PRE_STOP:-}" --pre-stop-seconds "${GPUBOX_PRE_STOP_SECONDS:-300}")
+  if [[ -n "${GPUBOX_IDLE_STOP_COMMAND:-}" ]]; then guard+=(--stop-command "$GPUBOX_IDLE_STOP_COMMAND"); fi
+  want="idle=$IDLE_MINUTES ${guard[*]} $(cksum <"$agent")"
   if recorded agent "$want"; then skip "$(cat "$STATE_DIR/agent_note" 2>/dev/null)"; return 0; fi
   # The agent reads the token from a file only the user can read, to see notebook use.
   (umask 077; printf '%s\n' "$JUPYTER_TOKEN" >"$GPUBOX_DIR/jupyter-token")
-  python3 "$agent" install --idle-minutes "$IDLE_MINUTES" --box-name "${GPUBOX_BOX_NAME:-}" \
-    --jupyter-url "http://127.0.0.1:$JUPYTER_PORT" --jupyter-token-file "$GPUBOX_DIR/jupyter-token"
-  if [[ "$IDLE_MINUTES" == off ]]; then
-    record agent_note "idle auto-stop is off"
-  else
-    record agent_note "idle agent installed: stops the box after $IDLE_MINUTES idle minutes"
-  fi
+  local answer
+  answer="$(python3 "$agent" install --idle-minutes "$IDLE_MINUTES" "${guard[@]}" \
+    --jupyter-url "http://127.0.0.1:$JUPYTER_PORT" --jupyter-token-file "$GPUBOX_DIR/jupyter-token")"
+  # Its own words, which say so when it cannot stop this machine (no root, no sudo).
+  record agent_note "$(printf '%s' "$answer" | tail -n 1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["message"])')"
   record agent "$want"
   note "$(cat "$STATE_DIR/agent_note")"
 }
@@ -654,7 +657,7 @@ step_stop() {
     systemctl --user disable gpubox-jupyter.service 2>/dev/null || true
   fi
   if [[ -f "$GPUBOX_DIR/agent/idle.py" ]]; then
-    python3 "$GPUBOX_DIR/agent/idle.py" install --idle-minutes off || true
+    python3 "$GPUBOX_DIR/agent/idle.py" install --idle-minutes off --max-hours off || true
   fi
   if [[ -f "$STATE_DIR/spot-watch.pid" ]]; then
     kill "$(cat "$STATE_DIR/spot-watch.pid")" 2>/dev/null || true
