@@ -135,6 +135,7 @@ class UpResult:
     setup: Any = None  # gpubox.setup.SetupResult when setup ran
     url: str | None = None
     message: str = ""
+    volume: Any = None  # the data volume attached (AWS), when --volume asked for one
 
 
 def up(
@@ -156,6 +157,7 @@ def up(
     """
     say = on_progress or _quiet
     check_name(spec.name)
+    refuse_volume(spec)
     cached = state.box(spec.name)
     if cached is not None and cached.provider != spec.provider:
         raise InvalidInput(
@@ -182,10 +184,14 @@ def up(
     state.remember(box)
     _record_run(state, box)
     state.journal(spec.name, "launched", id=box.id)
+    volume = prov.attach_volume(box, spec.volume) if spec.volume else None  # type: ignore[attr-defined]
     if not setup:
         _refresh_ssh_config(settings, prov, box)
         state.journal(spec.name, "done", setup=False)
-        return UpResult(box, created, started, message="setup skipped (--no-setup)")
+        message = "setup skipped (--no-setup)"
+        if volume is not None:
+            message += f"; volume '{volume.volume.name}' is attached, not mounted (setup mounts it)"
+        return UpResult(box, created, started, message=message, volume=volume)
 
     endpoint = prov.endpoint(box)
     _refresh_ssh_config(settings, prov, box, endpoint)
@@ -197,6 +203,10 @@ def up(
         say(f"waiting for SSH on {endpoint.host}:{endpoint.port}")
         remote_ssh.wait_until_reachable(endpoint, settings, spec.name, on_progress=say)
     runner = remote_ssh.runner_for(endpoint, settings, spec.name)
+    if volume is not None:
+        mounted = prov.mount_volume(runner, volume)  # type: ignore[attr-defined]
+        how = "new, formatted" if mounted.status == "formatted" else "its files kept"
+        say(f"volume '{volume.volume.name}' mounted at {mounted.mount_dir} ({how})")
     state.journal(spec.name, "setup")
     result = setup_mod.run_setup(
         runner,
@@ -211,7 +221,16 @@ def up(
         settings, state, box, endpoint, local_port=local_port, browser=browser
     )
     state.journal(spec.name, "done", url=url)
-    return UpResult(box, created, started, setup=result, url=url)
+    return UpResult(box, created, started, setup=result, url=url, volume=volume)
+
+
+def refuse_volume(spec: BoxSpec) -> None:
+    """--volume is an AWS data disk; an ssh or local host keeps its files on its own disk."""
+    if spec.volume and spec.provider != "aws":
+        raise InvalidInput(
+            f"--volume is for AWS boxes; a {spec.provider} host keeps its files on its own disk",
+            hint="drop --volume: `gpubox down` only forgets an ssh or local host, its files stay",
+        )
 
 
 def idle_limit_for(box: Box, spec: BoxSpec) -> int:
@@ -333,6 +352,15 @@ def what_down_deletes(box: Box) -> str:
     )
 
 
+def volumes_sentence(data_volumes: list, delete_volume: bool) -> str:
+    if not data_volumes:
+        return ""
+    names = ", ".join(f"'{v.name}' ({v.size_gb} GiB)" for v in data_volumes)
+    if delete_volume:
+        return f" It also DELETES data volume {names} (--delete-volume)."
+    return f" Data volume {names} is kept (`gpubox volume rm` deletes it)."
+
+
 def _stop_host_services(settings: Settings, prov: Provider, box: Box, say: Progress) -> None:
     """A forgotten host keeps its files but not the Jupyter and agent gpubox started."""
     from gpubox import setup as setup_mod
@@ -355,12 +383,16 @@ def down(
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     on_progress: Progress | None = None,
+    delete_volume: bool = False,
 ) -> Box:
-    """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS."""
+    """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS.
+    Its data volumes are kept, unless delete_volume (covered by the same yes)."""
     prov, box = find_box(settings, state, name, on_progress)
     destructive = box.provider == "aws"
+    data_volumes = prov.data_volumes(box) if hasattr(prov, "data_volumes") else []
     if destructive and not yes:
-        question = what_down_deletes(box) + " Terminate it?"
+        question = what_down_deletes(box) + volumes_sentence(data_volumes, delete_volume)
+        question += " Terminate it?"
         if confirm is None or not confirm(question):
             raise ConfirmationRequired(
                 f"not terminating '{name}': nothing was deleted",
@@ -373,6 +405,14 @@ def down(
     if not destructive:
         _stop_host_services(settings, prov, box, on_progress or _quiet)
     prov.terminate(box)
+    say = on_progress or _quiet
+    for vol in data_volumes:
+        if delete_volume:
+            prov.delete_data_volume(vol)  # type: ignore[attr-defined]
+            say(f"deleted volume '{vol.name}' ({vol.size_gb} GiB)")
+        else:
+            say(f"kept volume '{vol.name}' ({vol.size_gb} GiB, {vol.zone}): about "
+                f"${vol.per_month:.2f}/month until `gpubox volume rm {vol.name}`")  # fmt: skip
     from gpubox.remote.ssh_config import update_ssh_config
 
     update_ssh_config(settings, name, None)

@@ -170,6 +170,13 @@ def up(
     port: Annotated[
         int | None, typer.Option(help="Local port for the Jupyter tunnel (default: a free one).")
     ] = None,
+    volume: Annotated[
+        str | None,
+        typer.Option(
+            help="AWS: a data volume NAME[:GiB] that outlives the box, mounted at ~/data "
+            "(made once, encrypted gp3; grown when asked for more; see `gpubox volumes`)."
+        ),
+    ] = None,
 ) -> None:
     """Make a box (or start the one of that name), set it up, and open Jupyter.
 
@@ -188,7 +195,7 @@ def up(
     pname = lifecycle.infer_provider(
         provider,
         host=host,
-        aws_hint=bool(types or image or spot or region or max_price),
+        aws_hint=bool(types or image or spot or region or max_price or volume),
     )
     idle_minutes = settings.idle_stop_minutes
     if idle_stop is not None:
@@ -225,7 +232,9 @@ def up(
         key_path=key.expanduser() if key else None,
         idle_stop_minutes=idle_minutes,
         any_region=any_region,
+        volume=volume,
     )
+    lifecycle.refuse_volume(spec)
     if pname == "aws" and spec.type is None:
         existing = None
         with _open_state(settings) as state:
@@ -254,6 +263,10 @@ def up(
     where = box.type if box.provider == "aws" else (box.id or box.address or "this machine")
     verb = "made" if result.created else ("started" if result.started else "found")
     render.ok(f"{verb} box '{box.name}' ({box.provider}, {where}) in {took:.1f}s")
+    if result.volume is not None:
+        vol = result.volume.volume
+        render.say(f"volume '{vol.name}': {vol.size_gb} GiB in {vol.zone}, about "
+                   f"{render.money(vol.per_month, '/month')}; `gpubox down` keeps it")  # fmt: skip
     if not setup:
         render.say(f"connect with: gpubox ssh {box.name}")
         render.say(f"set it up with: gpubox up {box.name}")
@@ -390,6 +403,12 @@ def start(name: Annotated[str, typer.Argument(help="The box to start.")]) -> Non
 def down(
     name: Annotated[str, typer.Argument(help="The box to terminate (AWS) or forget (ssh, local).")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for scripts.")] = False,
+    delete_volume: Annotated[
+        bool,
+        typer.Option(
+            "--delete-volume", help="Also delete its data volumes (kept by default), same yes."
+        ),
+    ] = False,
 ) -> None:
     """Terminate a box and delete its disk (AWS), or forget a host (ssh, local).
 
@@ -406,7 +425,8 @@ def down(
             _offer_image_first(settings, state, name)
         with _progress(f"taking '{name}' down") as progress:
             box = lifecycle.down(
-                settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress
+                settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress,
+                delete_volume=delete_volume,
             )
     verb = "terminated" if box.provider == "aws" else "forgot"
     render.ok(f"{verb} '{name}'")
