@@ -325,6 +325,42 @@ def start(settings: Settings, state: State, name: str, on_progress: Progress | N
     return box
 
 
+def resize(
+    settings: Settings,
+    state: State,
+    name: str,
+    *,
+    instance_type: str | None = None,
+    disk_gb: int | None = None,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    on_progress: Progress | None = None,
+) -> tuple[Box, Any]:
+    """Another type and/or a bigger disk for an AWS box: stop it (a running one only after
+    a yes), change it, start it. Every check comes before anything changes."""
+    from gpubox.errors import NotSupported
+
+    prov, box = find_box(settings, state, name, on_progress)
+    if not hasattr(prov, "plan_resize"):
+        raise NotSupported(
+            f"'{name}' is a {box.provider} box; gpubox resizes the AWS boxes it rents",
+            hint="a host you reach over SSH is the size it is",
+        )
+    plan = prov.plan_resize(box, instance_type, disk_gb)  # type: ignore[attr-defined]
+    if box.state is BoxState.RUNNING and not yes:
+        question = (f"Box '{name}' is running: resizing stops it (Jupyter and running "
+                    "programs end; files are kept) and starts it again. Go ahead?")  # fmt: skip
+        if confirm is None or not confirm(question):
+            raise ConfirmationRequired(
+                f"not resizing '{name}': it is running and nothing was changed",
+                hint=f"answer in a terminal, or pass --yes: `gpubox resize {name} ... --yes`",
+            )
+    if box.state is not BoxState.STOPPED:
+        box = stop(settings, state, name, on_progress)
+    prov.apply_resize(plan)  # type: ignore[attr-defined]
+    return start(settings, state, name, on_progress), plan
+
+
 def _refresh_ssh_config(
     settings: Settings, prov: Provider, box: Box, endpoint: SshEndpoint | None = None
 ) -> None:

@@ -87,3 +87,39 @@ def volume_cmd(
             )
         volumes.delete_volume(settings, vol, aws.say, aws.wait_delay)
     render.ok(f"deleted volume '{name}' ({vol.id})")
+
+
+@app.command()
+def resize(
+    name: Annotated[str, typer.Argument(help="The AWS box to resize.")],
+    type: Annotated[
+        str | None, typer.Option("--type", "-t", help="The new GPU instance type, e.g. g5.xlarge.")
+    ] = None,
+    disk: Annotated[
+        int | None, typer.Option(help="Grow the root disk to this many GB (it never shrinks).")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Stop a running box without asking.")
+    ] = False,
+) -> None:
+    """Change a box's GPU type and/or grow its disk, keeping every file.
+
+    Stops the box (a running one after a yes), changes it, starts it again and says
+    the new $/h. The filesystem grows to the new disk as the box boots.
+
+    Example: gpubox resize box1 --type g5.xlarge --disk 200
+    """
+    from gpubox import box as lifecycle
+    from gpubox.cli.lifecycle import _open_state, _progress
+
+    settings = load_settings()
+    with _open_state(settings) as state, _progress(f"resizing '{name}'") as progress:
+        box, plan = lifecycle.resize(
+            settings, state, name, instance_type=type, disk_gb=disk, yes=yes,
+            confirm=render.confirm, on_progress=progress,
+        )  # fmt: skip
+    disk_text = f", disk {box.disk_gb} GB" if box.disk_gb else ""
+    render.ok(f"'{name}' is {box.state.value} as {box.type}{disk_text}")
+    if plan.per_hour is not None:
+        render.say(f"now {render.money(plan.per_hour)} while it runs "
+                   f"(was {plan.old_type}); `gpubox stop {name}` stops paying")  # fmt: skip

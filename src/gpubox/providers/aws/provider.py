@@ -354,6 +354,17 @@ class AwsProvider:
     def monthly_storage_cost(self, box: Box) -> float:
         return monthly_storage_cost(box)
 
+    # changing size (resize.py) -------------------------------------------------
+    def plan_resize(self, box: Box, instance_type: str | None, disk_gb: int | None):
+        from gpubox.providers.aws import resize
+
+        return resize.plan(self.settings, box, self._current(box), instance_type, disk_gb)
+
+    def apply_resize(self, plan) -> None:
+        from gpubox.providers.aws import resize
+
+        resize.apply(self.settings, plan, self.say)
+
     # data volumes (volumes.py) ------------------------------------------------
     def attach_volume(self, box: Box, text: str):
         """The data volume `text` ("NAME[:GiB]") made, grown or moved as needed, attached."""
