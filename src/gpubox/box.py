@@ -149,6 +149,7 @@ def up(
     local_port: int | None = None,
     on_progress: Progress | None = None,
     on_step: Callable[[Any], None] | None = None,
+    waiting: Any = None,
 ) -> UpResult:
     """Make the box (or find it and start it), then set it up and open Jupyter.
 
@@ -173,13 +174,18 @@ def up(
         if box.state in (BoxState.STOPPED, BoxState.STOPPING):
             say(f"box '{spec.name}' is {box.state.value}; starting it")
             state.journal(spec.name, "start")
-            box = prov.start(box)
+            box = _start_or_else(prov, box, waiting, False, False, None, say)
             started = True
         elif box.state is BoxState.RUNNING:
             say(f"box '{spec.name}' is already running; nothing to launch")
     else:
         state.journal(spec.name, "launch", provider=spec.provider)
-        box = prov.launch(spec)
+        if waiting is not None:  # --retry-until-up
+            from gpubox.capacity import retry_on_capacity
+
+            box = retry_on_capacity(lambda: prov.launch(spec), waiting, say)
+        else:
+            box = prov.launch(spec)
         created = True
     state.remember(box)
     _record_run(state, box)
@@ -314,11 +320,28 @@ def stop(settings: Settings, state: State, name: str, on_progress: Progress | No
     return box
 
 
-def start(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
+def start(
+    settings: Settings,
+    state: State,
+    name: str,
+    on_progress: Progress | None = None,
+    *,
+    waiting: Any = None,
+    instance_type: str | None = None,
+    move: bool = False,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+) -> Box:
+    """Start a stopped box. When AWS has no capacity for it: `waiting` (capacity.Waiting)
+    tries again with backoff; `instance_type` resizes it first; `move` brings it up in
+    another zone (the old instance is deleted only after a yes)."""
+    if instance_type:
+        return resize(settings, state, name, instance_type=instance_type, yes=yes,
+                      confirm=confirm, on_progress=on_progress)[0]  # fmt: skip
     prov, box = find_box(settings, state, name, on_progress)
     if box.state is BoxState.RUNNING:
         return box
-    box = prov.start(box)
+    box = _start_or_else(prov, box, waiting, move, yes, confirm, on_progress or _quiet)
     state.remember(box)
     _record_run(state, box)
     _refresh_ssh_config(settings, prov, box)
@@ -359,6 +382,23 @@ def resize(
         box = stop(settings, state, name, on_progress)
     prov.apply_resize(plan)  # type: ignore[attr-defined]
     return start(settings, state, name, on_progress), plan
+
+
+def _start_or_else(prov, box, waiting, move, yes, confirm, say: Progress) -> Box:
+    from gpubox.capacity import retry_on_capacity
+    from gpubox.errors import CapacityError, NotSupported
+
+    if move:
+        if not hasattr(prov, "move"):
+            raise NotSupported(f"'{box.name}' is a {box.provider} box; only AWS boxes move")
+        try:
+            return prov.start(box)
+        except CapacityError as exc:
+            say(f"{exc.message}: moving it to another zone")
+        return prov.move(box, yes=yes, confirm=confirm).box
+    if waiting is not None:
+        return retry_on_capacity(lambda: prov.start(box), waiting, say)
+    return prov.start(box)
 
 
 def _refresh_ssh_config(

@@ -177,6 +177,13 @@ def up(
             "(made once, encrypted gp3; grown when asked for more; see `gpubox volumes`)."
         ),
     ] = None,
+    retry_until_up: Annotated[
+        bool,
+        typer.Option("--retry-until-up", help="When AWS has no capacity anywhere tried, keep trying."),
+    ] = False,
+    max_wait: Annotated[
+        str, typer.Option(help="How long --retry-until-up keeps trying: 30m, 2h, 1h30m.")
+    ] = "2h",
 ) -> None:
     """Make a box (or start the one of that name), set it up, and open Jupyter.
 
@@ -235,6 +242,9 @@ def up(
         volume=volume,
     )
     lifecycle.refuse_volume(spec)
+    from gpubox.capacity import Waiting, parse_max_wait
+
+    waiting = Waiting(parse_max_wait(max_wait)) if retry_until_up else None
     if pname == "aws" and spec.type is None:
         existing = None
         with _open_state(settings) as state:
@@ -257,6 +267,7 @@ def up(
             local_port=port,
             on_progress=progress,
             on_step=_step_line,
+            waiting=waiting,
         )
     took = time.monotonic() - started
     box = result.box
@@ -385,16 +396,46 @@ def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
 
 
 @app.command()
-def start(name: Annotated[str, typer.Argument(help="The box to start.")]) -> None:
+def start(
+    name: Annotated[str, typer.Argument(help="The box to start.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="When AWS has no capacity, keep trying (with backoff).")
+    ] = False,
+    max_wait: Annotated[
+        str, typer.Option(help="How long --wait keeps trying: 30m, 2h, 1h30m.")
+    ] = "30m",
+    type: Annotated[
+        str | None,
+        typer.Option("--type", "-t", help="Start it as another GPU type (a resize; files kept)."),
+    ] = None,
+    move: Annotated[
+        bool,
+        typer.Option(
+            "--move",
+            help="When its zone has no capacity, bring it up in another zone of its region "
+            "(disk copied; the old instance is deleted only after a yes).",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With --move: delete the old instance without asking.")
+    ] = False,
+) -> None:
     """Start a stopped box again (billing resumes); its disk is as you left it.
 
-    Example: gpubox start box1
+    When AWS has no capacity for it: --wait, --type T or --move.
+
+    Example: gpubox start box1 --wait --max-wait 1h
     """
     from gpubox import box as lifecycle
+    from gpubox.capacity import Waiting, parse_max_wait
 
+    waiting = Waiting(parse_max_wait(max_wait)) if wait else None
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"starting '{name}'") as progress:
-        box = lifecycle.start(settings, state, name, on_progress=progress)
+        box = lifecycle.start(
+            settings, state, name, on_progress=progress, waiting=waiting,
+            instance_type=type, move=move, yes=yes, confirm=render.confirm,
+        )  # fmt: skip
     render.ok(f"'{box.name}' is {box.state.value} at {box.address or box.id}")
     render.say(f"open Jupyter with: gpubox jupyter {name}")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from gpubox.errors import GpuboxError, NotFound
+from gpubox.errors import CapacityError, GpuboxError, NotFound
 from gpubox.providers.aws import catalog, instances, keypairs, network
 from gpubox.providers.aws.images import console_host_keys, resolve_image
 from gpubox.providers.aws.session import (
@@ -274,8 +274,14 @@ class AwsProvider:
             instances.wait_for(self.settings, region, iid, "stopped", self.wait_delay)
         self._follow_caller(box, inst)
         self.say(f"starting {iid}")
-        with aws_errors(f"starting {iid}"):
-            client(self.settings, "ec2", region).start_instances(InstanceIds=[iid])
+        try:
+            # The launch client does not retry: real AWS sends no-capacity as HTTP 500.
+            with aws_errors(f"starting {iid}"):
+                client(self.settings, "ec2", region, purpose="launch").start_instances(
+                    InstanceIds=[iid]
+                )
+        except CapacityError as exc:
+            raise no_capacity_to_start(box, inst) from exc
         self.say(f"waiting for {iid} to run")
         done = instances.wait_for(self.settings, region, iid, "running", self.wait_delay)
         return self._box(region, done)
@@ -365,6 +371,12 @@ class AwsProvider:
 
         resize.apply(self.settings, plan, self.say)
 
+    def move(self, box: Box, *, yes: bool = False, confirm=None):
+        """The stopped box up in another zone of its region (moves.py)."""
+        from gpubox.providers.aws import moves
+
+        return moves.move(self, box, yes=yes, confirm=confirm)
+
     # data volumes (volumes.py) ------------------------------------------------
     def attach_volume(self, box: Box, text: str):
         """The data volume `text` ("NAME[:GiB]") made, grown or moved as needed, attached."""
@@ -394,6 +406,18 @@ class AwsProvider:
         # A terminated instance lets go of its volumes a moment after it is gone.
         volumes.wait_available(self.settings, volume, self.wait_delay)
         volumes.delete_volume(self.settings, volume, self.say, self.wait_delay)
+
+
+def no_capacity_to_start(box: Box, inst: dict) -> CapacityError:
+    """A stopped box AWS cannot start now, with the three ways out, each one a flag."""
+    zone = inst.get("Placement", {}).get("AvailabilityZone", box.region)
+    kind = inst.get("InstanceType", box.type)
+    return CapacityError(
+        f"AWS has no {kind} capacity in {zone} to start box '{box.name}' now",
+        hint=f"wait for it: `gpubox start {box.name} --wait [--max-wait 30m]`; another type: "
+        f"`gpubox start {box.name} --type g6.xlarge`; another zone (disk copied): "
+        f"`gpubox start {box.name} --move`",
+    )
 
 
 def monthly_storage_cost(box: Box) -> float:
