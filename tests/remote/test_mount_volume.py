@@ -1,7 +1,7 @@
 """mount_volume.sh: format a data volume only when it is new, mount it, fstab with nofail.
 
 There is no block device to attach where the tests run (and no root to mount one), so
-blkid, mkfs.ext4, mount, mountpoint, resize2fs, chown and sudo are FAKES planted first
+blkid, mkfs.ext4, mount, mountpoint, findmnt, resize2fs, chown and sudo are FAKES planted first
 on PATH: small scripts that keep "the filesystem" in a file and log each call. What is
 real: the script itself, run by bash through gpubox's LocalRunner, finding the device by
 its volume id under a by-id folder, deciding new vs existing, and writing the fstab line.
@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from gpubox.errors import RemoteCommandFailed
+from gpubox.errors import GpuboxError
 from gpubox.providers.aws.volumes import Volume, mount, mount_script
 from gpubox.remote.runner import LocalRunner
 
@@ -22,11 +22,13 @@ VOLUME_ID = "vol-0abc123def4567890"
 
 FAKES = {
     # blkid -o value -s TYPE|UUID DEV: what mkfs left, or nothing (exit 2) for a new disk.
-    "blkid": """state="$FAKE_STATE/fs"; [ -f "$state" ] || exit 2
+    "blkid": """[ -f "$FAKE_STATE/blkid-broken" ] && exit 4
+state="$FAKE_STATE/fs"; [ -f "$state" ] || exit 2
 case "$4" in TYPE) sed -n 1p "$state" ;; UUID) sed -n 2p "$state" ;; esac""",
     "mkfs.ext4": 'printf "ext4\\n1111-2222\\n" >"$FAKE_STATE/fs"',
     "mountpoint": '[ -f "$FAKE_STATE/mounted" ]',
-    "mount": 'touch "$FAKE_STATE/mounted"',
+    "mount": 'echo "$FAKE_DEVICE" >"$FAKE_STATE/mounted"',
+    "findmnt": 'cat "$FAKE_STATE/mounted"',
     "resize2fs": "true",
     "chown": "true",
     "sudo": '[ "$1" = -n ] && shift; exec "$@"',
@@ -51,6 +53,7 @@ def host(tmp_path, monkeypatch):
     fstab.write_text("LABEL=cloudimg-rootfs / ext4 defaults 0 1\n")
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     monkeypatch.setenv("FAKE_STATE", str(state))
+    monkeypatch.setenv("FAKE_DEVICE", str((tmp_path / "nvme1n1").resolve()))
     monkeypatch.setenv("GPUBOX_DISK_BY_ID", str(by_id))
     monkeypatch.setenv("GPUBOX_FSTAB", str(fstab))
     monkeypatch.setenv("GPUBOX_DEVICE_WAIT", "0")
@@ -68,7 +71,7 @@ def calls(host) -> list[str]:
 
 def test_a_new_volume_is_formatted_mounted_and_put_in_fstab_once(host):
     first = mount(LocalRunner(), volume())
-    assert first.status == "formatted" and first.device == str(host["device"])
+    assert first.status == "formatted" and first.device == str(host["device"].resolve())
     assert any(c.startswith("mkfs.ext4 -q -L gpubox-data") for c in calls(host))
     assert (host["home"] / "data").is_dir()
     line = f"UUID=1111-2222 {host['home']}/data ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2"
@@ -92,10 +95,37 @@ def test_a_volume_with_a_filesystem_is_never_formatted(host):
 
 def test_no_device_for_the_volume_is_an_error_that_names_it(host):
     other = Volume("data", "vol-0ffffffffffffffff", "us-east-1", "us-east-1a", 1, "in-use")
-    with pytest.raises(RemoteCommandFailed) as failed:
+    with pytest.raises(GpuboxError) as failed:
         mount(LocalRunner(), other)
-    assert failed.value.returncode == 3 and "vol-0ffffffffffffffff" in failed.value.message
+    assert "no device for it appeared" in failed.value.message
+    assert "vol-0ffffffffffffffff" in failed.value.message and "kept" in failed.value.hint
     assert "UUID" not in host["fstab"].read_text()
+
+
+def test_files_already_in_the_mount_folder_are_never_hidden(host):
+    (host["home"] / "data").mkdir()
+    (host["home"] / "data" / "notes.txt").write_text("copied here earlier")
+    with pytest.raises(GpuboxError) as failed:
+        mount(LocalRunner(), volume())
+    assert "already has files" in failed.value.message
+    assert not any(c.startswith(("mkfs", "mount ")) for c in calls(host))
+    assert (host["home"] / "data" / "notes.txt").exists()
+
+
+def test_a_folder_that_holds_another_disk_is_refused(host):
+    (host["state"] / "mounted").write_text("/dev/nvme9n1\n")  # another volume is there
+    with pytest.raises(GpuboxError) as failed:
+        mount(LocalRunner(), volume())
+    assert "already holds another disk (/dev/nvme9n1)" in failed.value.message
+    assert not any(c.startswith("mkfs") for c in calls(host))
+
+
+def test_a_disk_blkid_cannot_read_is_never_formatted(host):
+    (host["state"] / "blkid-broken").write_text("")
+    with pytest.raises(GpuboxError) as failed:
+        mount(LocalRunner(), volume())
+    assert "blkid exited 4" in failed.value.message and "nothing was formatted" in failed.value.message
+    assert not any(c.startswith("mkfs") for c in calls(host))
 
 
 def test_the_script_parses_and_passes_shellcheck(tmp_path):

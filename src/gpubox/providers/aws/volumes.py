@@ -337,10 +337,20 @@ def mount(runner: Runner, vol: Volume, mount_dir: str = MOUNT_DIR) -> Mounted:
     """Run mount_volume.sh on the box: format when new, mount, fstab with nofail."""
     import shlex
 
+    from gpubox.errors import RemoteCommandFailed
+
     target = mount_dir.replace("~", "$HOME", 1)
-    result = runner.run(
-        f'bash -s -- {shlex.quote(vol.id)} "{target}"', input=mount_script(), timeout=300
-    )
+    try:
+        result = runner.run(
+            f'bash -s -- {shlex.quote(vol.id)} "{target}"', input=mount_script(), timeout=300
+        )
+    except RemoteCommandFailed as exc:
+        raise GpuboxError(
+            f"volume '{vol.name}' is attached but could not be mounted at {mount_dir}: "
+            + (exc.output_tail.strip() or f"exit status {exc.returncode}"),
+            hint="the volume and its files are kept; fix that and run the same `gpubox up` "
+            "again (it only mounts, never formats a disk that has a filesystem)",
+        ) from exc
     fields = {}
     for line in result.stdout.splitlines():
         if line.startswith("::gpubox volume "):

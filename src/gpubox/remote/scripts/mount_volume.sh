@@ -44,9 +44,29 @@ if [[ -z "$device" ]] && ! device="$(find_device)"; then
   exit 3
 fi
 
-# blkid prints nothing (exit 2) for a device with no filesystem: only then is it new.
-fstype="$(as_root blkid -o value -s TYPE "$device" || true)"
-if [[ -z "$fstype" ]]; then
+mkdir -p "$MOUNT_DIR"
+if mountpoint -q "$MOUNT_DIR"; then
+  mounted="$(findmnt -n -o SOURCE "$MOUNT_DIR")"
+  if [[ "$(readlink -f "$mounted")" != "$device" ]]; then
+    echo "error: $MOUNT_DIR already holds another disk ($mounted), not volume $VOLUME_ID" >&2
+    exit 6
+  fi
+# Mounting over files would hide them: say so instead (they may be copies made earlier).
+elif [[ -n "$(ls -A "$MOUNT_DIR")" ]]; then
+  echo "error: $MOUNT_DIR already has files; the volume would hide them." >&2
+  echo "move them aside (mv $MOUNT_DIR $MOUNT_DIR.old) and run gpubox up again" >&2
+  exit 5
+fi
+
+# blkid exits 2 for a device with no filesystem: only then is it new. Any other
+# failure stops here: a disk is never formatted on a guess.
+rc=0
+fstype="$(as_root blkid -o value -s TYPE "$device")" || rc=$?
+if [[ $rc -ne 0 && $rc -ne 2 ]]; then
+  echo "error: cannot read $device (blkid exited $rc); nothing was formatted" >&2
+  exit 7
+fi
+if [[ $rc -eq 2 && -z "$fstype" ]]; then
   as_root mkfs.ext4 -q -L gpubox-data "$device"
   status=formatted
   fstype=ext4
@@ -59,7 +79,6 @@ if [[ -z "$uuid" ]]; then
   exit 4
 fi
 
-mkdir -p "$MOUNT_DIR"
 # nofail: a box whose volume was detached or deleted still boots.
 line="UUID=$uuid $MOUNT_DIR $fstype defaults,nofail,x-systemd.device-timeout=10s 0 2"
 if ! grep -qs "^UUID=$uuid " "$FSTAB"; then
