@@ -210,7 +210,9 @@ def up(
         remote_ssh.wait_until_reachable(endpoint, settings, spec.name, on_progress=say)
     runner = remote_ssh.runner_for(endpoint, settings, spec.name)
     if volume is not None:
-        mounted = prov.mount_volume(runner, volume)  # type: ignore[attr-defined]
+        from gpubox.remote.data_volume import mount
+
+        mounted = mount(runner, volume.volume.id, volume.volume.name)
         how = "new, formatted" if mounted.status == "formatted" else "its files kept"
         say(f"volume '{volume.volume.name}' mounted at {mounted.mount_dir} ({how})")
     state.journal(spec.name, "setup")

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from gpubox.errors import GpuboxError
-from gpubox.providers.aws.volumes import Volume, mount, mount_script
+from gpubox.remote.data_volume import mount, mount_script
 from gpubox.remote.runner import LocalRunner
 
 VOLUME_ID = "vol-0abc123def4567890"
@@ -61,8 +61,6 @@ def host(tmp_path, monkeypatch):
     return {"state": state, "fstab": fstab, "home": home, "device": device, "log": log}
 
 
-def volume() -> Volume:
-    return Volume("data", VOLUME_ID, "us-east-1", "us-east-1a", 200, "in-use", "i-1", "b1")
 
 
 def calls(host) -> list[str]:
@@ -70,7 +68,7 @@ def calls(host) -> list[str]:
 
 
 def test_a_new_volume_is_formatted_mounted_and_put_in_fstab_once(host):
-    first = mount(LocalRunner(), volume())
+    first = mount(LocalRunner(), VOLUME_ID, "data")
     assert first.status == "formatted" and first.device == str(host["device"].resolve())
     assert any(c.startswith("mkfs.ext4 -q -L gpubox-data") for c in calls(host))
     assert (host["home"] / "data").is_dir()
@@ -78,7 +76,7 @@ def test_a_new_volume_is_formatted_mounted_and_put_in_fstab_once(host):
     assert host["fstab"].read_text().splitlines()[1:] == [line]
     # Again (a second `up`, or after a reboot): nothing formatted, fstab unchanged.
     host["log"].write_text("")
-    again = mount(LocalRunner(), volume())
+    again = mount(LocalRunner(), VOLUME_ID, "data")
     assert again.status == "existing"
     assert not any(c.startswith(("mkfs", "mount ")) for c in calls(host))
     assert host["fstab"].read_text().splitlines()[1:] == [line]
@@ -86,7 +84,7 @@ def test_a_new_volume_is_formatted_mounted_and_put_in_fstab_once(host):
 
 def test_a_volume_with_a_filesystem_is_never_formatted(host):
     (host["state"] / "fs").write_text("ext4\n3333-4444\n")  # a volume another box used
-    mounted = mount(LocalRunner(), volume())
+    mounted = mount(LocalRunner(), VOLUME_ID, "data")
     assert mounted.status == "existing"
     assert not any(c.startswith("mkfs") for c in calls(host))
     assert "UUID=3333-4444 " in host["fstab"].read_text()
@@ -94,9 +92,8 @@ def test_a_volume_with_a_filesystem_is_never_formatted(host):
 
 
 def test_no_device_for_the_volume_is_an_error_that_names_it(host):
-    other = Volume("data", "vol-0ffffffffffffffff", "us-east-1", "us-east-1a", 1, "in-use")
     with pytest.raises(GpuboxError) as failed:
-        mount(LocalRunner(), other)
+        mount(LocalRunner(), "vol-0ffffffffffffffff", "data")
     assert "no device for it appeared" in failed.value.message
     assert "vol-0ffffffffffffffff" in failed.value.message and "kept" in failed.value.hint
     assert "UUID" not in host["fstab"].read_text()
@@ -106,7 +103,7 @@ def test_files_already_in_the_mount_folder_are_never_hidden(host):
     (host["home"] / "data").mkdir()
     (host["home"] / "data" / "notes.txt").write_text("copied here earlier")
     with pytest.raises(GpuboxError) as failed:
-        mount(LocalRunner(), volume())
+        mount(LocalRunner(), VOLUME_ID, "data")
     assert "already has files" in failed.value.message
     assert not any(c.startswith(("mkfs", "mount ")) for c in calls(host))
     assert (host["home"] / "data" / "notes.txt").exists()
@@ -115,7 +112,7 @@ def test_files_already_in_the_mount_folder_are_never_hidden(host):
 def test_a_folder_that_holds_another_disk_is_refused(host):
     (host["state"] / "mounted").write_text("/dev/nvme9n1\n")  # another volume is there
     with pytest.raises(GpuboxError) as failed:
-        mount(LocalRunner(), volume())
+        mount(LocalRunner(), VOLUME_ID, "data")
     assert "already holds another disk (/dev/nvme9n1)" in failed.value.message
     assert not any(c.startswith("mkfs") for c in calls(host))
 
@@ -123,7 +120,7 @@ def test_a_folder_that_holds_another_disk_is_refused(host):
 def test_a_disk_blkid_cannot_read_is_never_formatted(host):
     (host["state"] / "blkid-broken").write_text("")
     with pytest.raises(GpuboxError) as failed:
-        mount(LocalRunner(), volume())
+        mount(LocalRunner(), VOLUME_ID, "data")
     assert "blkid exited 4" in failed.value.message and "nothing was formatted" in failed.value.message
     assert not any(c.startswith("mkfs") for c in calls(host))
 

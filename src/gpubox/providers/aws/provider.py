@@ -388,11 +388,6 @@ class AwsProvider:
             box.region or "", owner, self.say, self.wait_delay,
         )  # fmt: skip
 
-    def mount_volume(self, runner, prepared):
-        from gpubox.providers.aws import volumes
-
-        return volumes.mount(runner, prepared.volume)
-
     def data_volumes(self, box: Box) -> list:
         from gpubox.providers.aws import volumes
 

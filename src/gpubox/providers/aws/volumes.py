@@ -2,7 +2,7 @@
 
 `up NAME --volume data:200` makes the volume `data` once (tag gpubox:volume=data), in
 the box's zone, and attaches it; the box formats it only when it is new and mounts it at
-~/data (mount_volume.sh). `down` keeps it. The next box with `--volume data` gets the same
+~/data (remote/data_volume.py). `down` keeps it. The next box with `--volume data` gets the same
 disk: launched in its zone when possible, else the volume moves to the box's zone through
 a snapshot (the old one is deleted only once the new one exists). A volume only grows.
 A volume never carries the gpubox:box tag, so `gc` never counts it as a leftover.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from gpubox.errors import GpuboxError, InvalidInput, NotFound
@@ -28,13 +27,11 @@ from gpubox.providers.base import Progress
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
-    from gpubox.remote.runner import Runner
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}$")
 KIND = "data-volume"
 # Where a data volume goes on the instance (Nitro renames it /dev/nvmeXn1 anyway).
 DEVICE_NAMES = tuple(f"/dev/sd{c}" for c in "fghijklmnop")
-MOUNT_DIR = "~/data"
 MAX_GB = 16384  # gp3's largest
 
 
@@ -320,39 +317,3 @@ def prepare(
         if vol.zone != zone and vol.instance_id != inst["InstanceId"]:
             vol = move_volume(settings, vol, zone, owner, say, delay)
     return Prepared(attach(settings, vol, inst, say, delay), created)
-
-
-@dataclass(frozen=True)
-class Mounted:
-    status: str  # formatted | existing
-    device: str
-    mount_dir: str = MOUNT_DIR
-
-
-def mount_script() -> str:
-    return resources.files("gpubox").joinpath("remote", "scripts", "mount_volume.sh").read_text()
-
-
-def mount(runner: Runner, vol: Volume, mount_dir: str = MOUNT_DIR) -> Mounted:
-    """Run mount_volume.sh on the box: format when new, mount, fstab with nofail."""
-    import shlex
-
-    from gpubox.errors import RemoteCommandFailed
-
-    target = mount_dir.replace("~", "$HOME", 1)
-    try:
-        result = runner.run(
-            f'bash -s -- {shlex.quote(vol.id)} "{target}"', input=mount_script(), timeout=300
-        )
-    except RemoteCommandFailed as exc:
-        raise GpuboxError(
-            f"volume '{vol.name}' is attached but could not be mounted at {mount_dir}: "
-            + (exc.output_tail.strip() or f"exit status {exc.returncode}"),
-            hint="the volume and its files are kept; fix that and run the same `gpubox up` "
-            "again (it only mounts, never formats a disk that has a filesystem)",
-        ) from exc
-    fields = {}
-    for line in result.stdout.splitlines():
-        if line.startswith("::gpubox volume "):
-            fields = dict(p.split("=", 1) for p in line.split()[2:] if "=" in p)
-    return Mounted(fields.get("status", "existing"), fields.get("device", ""), mount_dir)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gpubox data volume: format it only when it is new, mount it, keep it mounted across reboots.
 #
-# Run by gpubox (gpubox/providers/aws/volumes.py) through the box's runner after the
+# Run by gpubox (gpubox/remote/data_volume.py) through the box's runner after the
 # volume is attached:  bash -s -- VOLUME_ID [MOUNT_DIR]  with this script on stdin.
 # Idempotent: a second run finds the filesystem, the fstab line and the mount in place.
 # On Nitro instances an EBS volume appears as /dev/nvmeXn1; its stable name carries the
