@@ -77,6 +77,23 @@ def test_bad_types_and_sizes_are_refused_before_anything_changes(capsys, ec2, b1
     assert described(ec2, b1) == ("stopped", "g4dn.xlarge", 80)
 
 
+def test_a_spot_box_type_is_not_changed_but_its_disk_grows(capsys, settings, ec2):
+    from gpubox import box
+    from gpubox.state import State
+
+    state = State(settings.state_path)
+    spec = BoxSpec(name="s1", provider="aws", type="g4dn.xlarge", region=REGION,
+                   ssh_from=SSH_FROM, disk_gb=80, spot=True)  # fmt: skip
+    made = box.up(settings, state, spec, setup=False).box
+    state.close()
+    code, _, err = gpubox(capsys, "resize", "s1", "--type", "g5.xlarge", "--yes")
+    assert code == 2 and "never changes a spot instance's type" in " ".join(err.split())
+    assert described(ec2, made.id)[1:] == ("g4dn.xlarge", 80)
+    code, _, err = gpubox(capsys, "resize", "s1", "--disk", "90", "--yes")
+    assert code == 0, err
+    assert described(ec2, made.id) == ("running", "g4dn.xlarge", 90)
+
+
 def test_resize_of_a_host_gpubox_does_not_rent_is_not_supported(capsys, aws):
     code, _, err = gpubox(capsys, "up", "here", "--provider", "local", "--no-setup")
     assert code == 0, err

@@ -76,6 +76,12 @@ def plan(settings: Settings, box: Box, inst: dict[str, Any], new_type: str | Non
     if not new_type and disk_gb is None:
         raise InvalidInput("nothing to change", hint="pass --type T and/or --disk GB")
     if new_type and new_type != old_type:
+        if inst.get("InstanceLifecycle") == "spot":
+            raise InvalidInput(
+                f"box '{box.name}' is a spot instance; EC2 never changes a spot instance's type",
+                hint=f"save it (`gpubox image {box.name} --as NAME --stop`) and "
+                f"`gpubox up NEW --image NAME --type {new_type} --spot`",
+            )
         check_type(settings, box, new_type, inst["Placement"]["AvailabilityZone"])
     if disk_gb is not None and box.disk_gb and disk_gb < box.disk_gb:
         raise InvalidInput(
