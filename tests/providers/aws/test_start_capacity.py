@@ -133,6 +133,37 @@ def test_no_capacity_to_start_says_so_and_names_each_way_out(capsys, ec2, stoppe
     assert describe(ec2, stopped["InstanceId"])["State"]["Name"] == "stopped"
 
 
+def test_up_of_a_stopped_box_without_capacity_names_the_ways_out_and_can_wait(
+    settings, ec2, stopped, full
+):
+    full.places.add(("*", "g4dn.xlarge"))
+    with pytest.raises(CapacityError) as caught:
+        up(settings)
+    assert "--wait" in caught.value.hint and "--move" in caught.value.hint
+    full.refusals = full.refused + 2  # two more refusals, then room
+    clock = Clock()
+    made = up(settings, waiting=Waiting(7200, sleep=clock.sleep, clock=clock.time))
+    assert made.id == stopped["InstanceId"] and made.state.value == "running"
+    assert clock.pauses == [15, 30]
+
+
+def test_move_with_no_other_zone_offering_the_type_says_so(capsys, settings, ec2, full):
+    from gpubox import box
+    from gpubox.state import State
+
+    kind = "p6-b200.48xlarge"  # moto offers it in one zone of us-east-1 only: us-east-1c
+    made = up(settings, type=kind)
+    assert gpubox(capsys, "stop", "b1")[0] == 0
+    full.places.add(("us-east-1c", kind))
+    state = State(settings.state_path)
+    with pytest.raises(CapacityError) as caught:
+        box.start(settings, state, "b1", move=True, yes=True)
+    state.close()
+    assert f"no other zone of us-east-1 offers {kind}" in caught.value.message
+    assert [i["InstanceId"] for i in live(ec2)] == [made.id]
+    assert ec2.describe_images(Owners=["self"])["Images"] == []
+
+
 def test_wait_starts_it_when_capacity_returns_after_three_refusals(settings, ec2, stopped, full):
     from gpubox import box
     from gpubox.state import State
