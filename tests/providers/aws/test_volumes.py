@@ -181,6 +181,9 @@ def test_gc_leaves_it_cost_counts_it_and_volumes_lists_it(capsys, settings, ec2)
     report = json.loads(out)
     assert report["volumes_per_month"] == pytest.approx(200 * 0.08)  # gp3 us-east-1
     assert report["kept_per_month"] >= report["volumes_per_month"]
+    code, out, err = gpubox(capsys, "cost", "--cached")
+    assert code == 0, err
+    assert "data volumes: 1, 200 GiB, about $16.00/month" in " ".join(out.split())
     code, out, err = gpubox(capsys, "volumes", "--json")
     assert code == 0, err
     (listed,) = json.loads(out)
