@@ -158,6 +158,7 @@ class UpResult:
     setup: Any = None  # gpubox.setup.SetupResult when setup ran
     url: str | None = None
     message: str = ""
+    volume: Any = None  # the data volume attached (AWS), when --volume asked for one
 
 
 def up(
@@ -171,6 +172,7 @@ def up(
     local_port: int | None = None,
     on_progress: Progress | None = None,
     on_step: Callable[[Any], None] | None = None,
+    waiting: Any = None,
 ) -> UpResult:
     """Make the box (or find it and start it), then set it up and open Jupyter.
 
@@ -179,6 +181,7 @@ def up(
     """
     say = on_progress or _quiet
     check_name(spec.name)
+    refuse_volume(spec)
     cached = state.box(spec.name)
     if cached is not None and cached.provider != spec.provider:
         raise InvalidInput(
@@ -195,21 +198,30 @@ def up(
         if box.state in (BoxState.STOPPED, BoxState.STOPPING):
             say(f"box '{spec.name}' is {box.state.value}; starting it")
             state.journal(spec.name, "start")
-            box = prov.start(box)
+            box = _start_or_else(prov, box, waiting, False, False, None, say)
             started = True
         elif box.state is BoxState.RUNNING:
             say(f"box '{spec.name}' is already running; nothing to launch")
     else:
         state.journal(spec.name, "launch", provider=spec.provider)
-        box = prov.launch(spec)
+        if waiting is not None:  # --retry-until-up
+            from gpubox.capacity import retry_on_capacity
+
+            box = retry_on_capacity(lambda: prov.launch(spec), waiting, say)
+        else:
+            box = prov.launch(spec)
         created = True
     state.remember(box)
     _record_run(state, box)
     state.journal(spec.name, "launched", id=box.id)
+    volume = prov.attach_volume(box, spec.volume) if spec.volume else None  # type: ignore[attr-defined]
     if not setup:
         _refresh_ssh_config(settings, prov, box)
         state.journal(spec.name, "done", setup=False)
-        return UpResult(box, created, started, message="setup skipped (--no-setup)")
+        message = "setup skipped (--no-setup)"
+        if volume is not None:
+            message += f"; volume '{volume.volume.name}' is attached, not mounted (setup mounts it)"
+        return UpResult(box, created, started, message=message, volume=volume)
 
     endpoint = prov.endpoint(box)
     _refresh_ssh_config(settings, prov, box, endpoint)
@@ -221,6 +233,12 @@ def up(
         say(f"waiting for SSH on {endpoint.host}:{endpoint.port}")
         remote_ssh.wait_until_reachable(endpoint, settings, spec.name, on_progress=say)
     runner = remote_ssh.runner_for(endpoint, settings, spec.name)
+    if volume is not None:
+        from gpubox.remote.data_volume import mount
+
+        mounted = mount(runner, volume.volume.id, volume.volume.name)
+        how = "new, formatted" if mounted.status == "formatted" else "its files kept"
+        say(f"volume '{volume.volume.name}' mounted at {mounted.mount_dir} ({how})")
     state.journal(spec.name, "setup")
     result = setup_mod.run_setup(
         runner,
@@ -235,7 +253,16 @@ def up(
         settings, state, box, endpoint, local_port=local_port, browser=browser
     )
     state.journal(spec.name, "done", url=url)
-    return UpResult(box, created, started, setup=result, url=url)
+    return UpResult(box, created, started, setup=result, url=url, volume=volume)
+
+
+def refuse_volume(spec: BoxSpec) -> None:
+    """--volume is an AWS data disk; an ssh or local host keeps its files on its own disk."""
+    if spec.volume and spec.provider != "aws":
+        raise InvalidInput(
+            f"--volume is for AWS boxes; a {spec.provider} host keeps its files on its own disk",
+            hint="drop --volume: `gpubox down` only forgets an ssh or local host, its files stay",
+        )
 
 
 def idle_limit_for(box: Box, spec: BoxSpec) -> int:
@@ -328,15 +355,85 @@ def stop(settings: Settings, state: State, name: str, on_progress: Progress | No
     return box
 
 
-def start(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
+def start(
+    settings: Settings,
+    state: State,
+    name: str,
+    on_progress: Progress | None = None,
+    *,
+    waiting: Any = None,
+    instance_type: str | None = None,
+    move: bool = False,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+) -> Box:
+    """Start a stopped box. When AWS has no capacity for it: `waiting` (capacity.Waiting)
+    tries again with backoff; `instance_type` resizes it first; `move` brings it up in
+    another zone (the old instance is deleted only after a yes)."""
+    if instance_type:
+        return resize(settings, state, name, instance_type=instance_type, yes=yes,
+                      confirm=confirm, on_progress=on_progress)[0]  # fmt: skip
     prov, box = find_box(settings, state, name, on_progress)
     if box.state is BoxState.RUNNING:
         return box
-    box = prov.start(box)
+    box = _start_or_else(prov, box, waiting, move, yes, confirm, on_progress or _quiet)
     state.remember(box)
     _record_run(state, box)
     _refresh_ssh_config(settings, prov, box)
     return box
+
+
+def resize(
+    settings: Settings,
+    state: State,
+    name: str,
+    *,
+    instance_type: str | None = None,
+    disk_gb: int | None = None,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    on_progress: Progress | None = None,
+) -> tuple[Box, Any]:
+    """Another type and/or a bigger disk for an AWS box: stop it (a running one only after
+    a yes), change it, start it. Every check comes before anything changes."""
+    from gpubox.errors import NotSupported
+
+    prov, box = find_box(settings, state, name, on_progress)
+    if not hasattr(prov, "plan_resize"):
+        raise NotSupported(
+            f"'{name}' is a {box.provider} box; gpubox resizes the AWS boxes it rents",
+            hint="a host you reach over SSH is the size it is",
+        )
+    plan = prov.plan_resize(box, instance_type, disk_gb)  # type: ignore[attr-defined]
+    if box.state is BoxState.RUNNING and not yes:
+        question = (f"Box '{name}' is running: resizing stops it (Jupyter and running "
+                    "programs end; files are kept) and starts it again. Go ahead?")  # fmt: skip
+        if confirm is None or not confirm(question):
+            raise ConfirmationRequired(
+                f"not resizing '{name}': it is running and nothing was changed",
+                hint=f"answer in a terminal, or pass --yes: `gpubox resize {name} ... --yes`",
+            )
+    if box.state is not BoxState.STOPPED:
+        box = stop(settings, state, name, on_progress)
+    prov.apply_resize(plan)  # type: ignore[attr-defined]
+    return start(settings, state, name, on_progress), plan
+
+
+def _start_or_else(prov, box, waiting, move, yes, confirm, say: Progress) -> Box:
+    from gpubox.capacity import retry_on_capacity
+    from gpubox.errors import CapacityError, NotSupported
+
+    if move:
+        if not hasattr(prov, "move"):
+            raise NotSupported(f"'{box.name}' is a {box.provider} box; only AWS boxes move")
+        try:
+            return prov.start(box)
+        except CapacityError as exc:
+            say(f"{exc.message}: moving it to another zone")
+        return prov.move(box, yes=yes, confirm=confirm).box
+    if waiting is not None:
+        return retry_on_capacity(lambda: prov.start(box), waiting, say)
+    return prov.start(box)
 
 
 def _refresh_ssh_config(
@@ -366,6 +463,15 @@ def what_down_deletes(box: Box) -> str:
     )
 
 
+def volumes_sentence(data_volumes: list, delete_volume: bool) -> str:
+    if not data_volumes:
+        return ""
+    names = ", ".join(f"'{v.name}' ({v.size_gb} GiB)" for v in data_volumes)
+    if delete_volume:
+        return f" It also DELETES data volume {names} (--delete-volume)."
+    return f" Data volume {names} is kept (`gpubox volume rm` deletes it)."
+
+
 def _stop_host_services(settings: Settings, prov: Provider, box: Box, say: Progress) -> None:
     """A forgotten host keeps its files but not the Jupyter and agent gpubox started."""
     from gpubox import setup as setup_mod
@@ -388,12 +494,16 @@ def down(
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     on_progress: Progress | None = None,
+    delete_volume: bool = False,
 ) -> Box:
-    """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS."""
+    """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS.
+    Its data volumes are kept, unless delete_volume (covered by the same yes)."""
     prov, box = find_box(settings, state, name, on_progress)
     destructive = box.provider == "aws"
+    data_volumes = prov.data_volumes(box) if hasattr(prov, "data_volumes") else []
     if destructive and not yes:
-        question = what_down_deletes(box) + " Terminate it?"
+        question = what_down_deletes(box) + volumes_sentence(data_volumes, delete_volume)
+        question += " Terminate it?"
         if confirm is None or not confirm(question):
             raise ConfirmationRequired(
                 f"not terminating '{name}': nothing was deleted",
@@ -407,6 +517,14 @@ def down(
     if not destructive:
         _stop_host_services(settings, prov, box, on_progress or _quiet)
     prov.terminate(box)
+    say = on_progress or _quiet
+    for vol in data_volumes:
+        if delete_volume:
+            prov.delete_data_volume(vol)  # type: ignore[attr-defined]
+            say(f"deleted volume '{vol.name}' ({vol.size_gb} GiB)")
+        else:
+            say(f"kept volume '{vol.name}' ({vol.size_gb} GiB, {vol.zone}): about "
+                f"${vol.per_month:.2f}/month until `gpubox volume rm {vol.name}`")  # fmt: skip
     from gpubox.remote.ssh_config import update_ssh_config
 
     update_ssh_config(settings, name, None)

@@ -188,6 +188,20 @@ def up(
         typer.Option("--yes", "-y", help="Go on without asking, e.g. for an --ssh-from wider "
                      "than 4096 addresses."),
     ] = False,
+    volume: Annotated[
+        str | None,
+        typer.Option(
+            help="AWS: a data volume NAME[:GiB] that outlives the box, mounted at ~/data "
+            "(made once, encrypted gp3; grown when asked for more; see `gpubox volumes`)."
+        ),
+    ] = None,
+    retry_until_up: Annotated[
+        bool,
+        typer.Option("--retry-until-up", help="When AWS has no capacity anywhere tried, keep trying."),
+    ] = False,
+    max_wait: Annotated[
+        str, typer.Option(help="How long --retry-until-up keeps trying: 30m, 2h, 1h30m.")
+    ] = "2h",
 ) -> None:
     """Make a box (or start the one of that name), set it up, and open Jupyter.
 
@@ -206,7 +220,7 @@ def up(
     pname = lifecycle.infer_provider(
         provider,
         host=host,
-        aws_hint=bool(types or image or spot or region or max_price),
+        aws_hint=bool(types or image or spot or region or max_price or volume),
     )
     idle_minutes = settings.idle_stop_minutes
     if idle_stop is not None:
@@ -248,12 +262,17 @@ def up(
         key_path=key.expanduser() if key else None,
         idle_stop_minutes=idle_minutes,
         any_region=any_region,
+        volume=volume,
     )
     from gpubox.validate import check_port, confirm_ssh_from
 
     check_port(port)
     if pname == "aws":
         confirm_ssh_from(spec.ssh_from, yes=yes, confirm=render.confirm)
+    lifecycle.refuse_volume(spec)
+    from gpubox.capacity import Waiting, parse_max_wait
+
+    waiting = Waiting(parse_max_wait(max_wait)) if retry_until_up else None
     if pname == "aws" and spec.type is None:
         existing = None
         with _open_state(settings) as state:
@@ -277,6 +296,7 @@ def up(
             local_port=port,
             on_progress=progress,
             on_step=_step_line,
+            waiting=waiting,
         )
     took = time.monotonic() - started
     box = result.box
@@ -286,6 +306,10 @@ def up(
     if forward:
         _forward_after_up(settings, box.name, forward)
     _guard_notes(settings, spec, box, setup, result)
+    if result.volume is not None:
+        vol = result.volume.volume
+        render.say(f"volume '{vol.name}': {vol.size_gb} GiB in {vol.zone}, about "
+                   f"{render.money(vol.per_month, '/month')}; `gpubox down` keeps it")  # fmt: skip
     if not setup:
         render.say(f"connect with: gpubox ssh {box.name}")
         render.say(f"set it up with: gpubox up {box.name}")
@@ -479,16 +503,46 @@ def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
 
 
 @app.command()
-def start(name: Annotated[str, typer.Argument(help="The box to start.")]) -> None:
+def start(
+    name: Annotated[str, typer.Argument(help="The box to start.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="When AWS has no capacity, keep trying (with backoff).")
+    ] = False,
+    max_wait: Annotated[
+        str, typer.Option(help="How long --wait keeps trying: 30m, 2h, 1h30m.")
+    ] = "30m",
+    type: Annotated[
+        str | None,
+        typer.Option("--type", "-t", help="Start it as another GPU type (a resize; files kept)."),
+    ] = None,
+    move: Annotated[
+        bool,
+        typer.Option(
+            "--move",
+            help="When its zone has no capacity, bring it up in another zone of its region "
+            "(disk copied; the old instance is deleted only after a yes).",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With --move: delete the old instance without asking.")
+    ] = False,
+) -> None:
     """Start a stopped box again (billing resumes); its disk is as you left it.
 
-    Example: gpubox start box1
+    When AWS has no capacity for it: --wait, --type T or --move.
+
+    Example: gpubox start box1 --wait --max-wait 1h
     """
     from gpubox import box as lifecycle
+    from gpubox.capacity import Waiting, parse_max_wait
 
+    waiting = Waiting(parse_max_wait(max_wait)) if wait else None
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"starting '{name}'") as progress:
-        box = lifecycle.start(settings, state, name, on_progress=progress)
+        box = lifecycle.start(
+            settings, state, name, on_progress=progress, waiting=waiting,
+            instance_type=type, move=move, yes=yes, confirm=render.confirm,
+        )  # fmt: skip
     render.ok(f"'{box.name}' is {box.state.value} at {box.address or box.id}")
     render.say(f"open Jupyter with: gpubox jupyter {name}")
 
@@ -497,6 +551,12 @@ def start(name: Annotated[str, typer.Argument(help="The box to start.")]) -> Non
 def down(
     name: Annotated[str, typer.Argument(help="The box to terminate (AWS) or forget (ssh, local).")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for scripts.")] = False,
+    delete_volume: Annotated[
+        bool,
+        typer.Option(
+            "--delete-volume", help="Also delete its data volumes (kept by default), same yes."
+        ),
+    ] = False,
 ) -> None:
     """Terminate a box and delete its disk (AWS), or forget a host (ssh, local).
 
@@ -514,7 +574,8 @@ def down(
             _offer_image_first(settings, state, name)
         with _progress(f"taking '{name}' down") as progress:
             box = lifecycle.down(
-                settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress
+                settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress,
+                delete_volume=delete_volume,
             )
     verb = "terminated" if box.provider == "aws" else "forgot"
     render.ok(f"{verb} '{name}'")

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "settings_cmd",
     "files",
     "keep",
+    "volumes",
 )
 
 

@@ -370,6 +370,10 @@ def _show_report(report) -> None:
         render.table(["image", "region", "size", "$/month", "$ so far", "$ this month"],
                      [(i.name, i.region, f"{i.size_gb} GB", render.money(i.per_month, "/month"),
                        render.money(i.spent, ""), render.money(i.month, "")) for i in report.images])  # fmt: skip
+    if report.volumes:
+        render.say(f"data volumes: {len(report.volumes)}, "
+                   f"{sum(v.size_gb for v in report.volumes)} GiB, about "
+                   f"{render.money(report.volumes_per_month, '/month')} (`gpubox volumes`)")  # fmt: skip
     render.say(f"running now: {render.money(report.running_per_hour)}   kept while stopped: "
                f"{render.money(report.kept_per_month, '/month')}   this month so far: "
                f"{render.money(report.month_so_far, '')}")  # fmt: skip

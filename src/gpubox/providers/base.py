@@ -71,6 +71,8 @@ class BoxSpec:
     idle_stop_minutes: int | None = 60
     types: tuple[str, ...] = ()  # acceptable types in order of preference (failover)
     any_region: bool = False
+    volume: str | None = None  # AWS: "NAME[:GiB]", a data volume that outlives the box
+    zone: str | None = None  # AWS: the availability zone to try first (a volume's)
 
     def __post_init__(self) -> None:
         from gpubox.validate import check_spec

@@ -9,6 +9,7 @@ the next nearest region; one line per try; a region given up on is cleaned.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -243,6 +244,10 @@ def launch(provider: Any, spec: Any) -> Any:
             sq_for=lambda r: session.client(settings, "service-quotas", r),
             region=configured_region(settings, spec.region),
         )  # fmt: skip
+    if getattr(spec, "zone", None) in plan.zones:  # a data volume's zone first
+        plan = dataclasses.replace(
+            plan, zones=(spec.zone, *[z for z in plan.zones if z != spec.zone])
+        )
     for line in plan.lines:
         provider.say(line)
     regions_to_try = plan.alternatives if spec.any_region else configured_failover(settings)

@@ -30,6 +30,8 @@ def resource_name(box_name: str) -> str:
 BOX_TAG = "gpubox:box"
 OWNER_TAG = "gpubox:owner"
 KIND_TAG = "gpubox:kind"
+# A data volume's own name: it outlives every box it is attached to (volumes.py).
+VOLUME_TAG = "gpubox:volume"
 
 
 def tags_for(box_name: str, owner: str, kind: str) -> list[dict[str, str]]:
