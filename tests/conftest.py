@@ -55,7 +55,9 @@ def isolation(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUBOX_PUBLIC_IP_URL", "http://127.0.0.1:9/unreachable")
     # Never time a real AWS endpoint: region latency is measured against loopback only.
     monkeypatch.setenv("GPUBOX_LATENCY_ENDPOINT", "tcp://127.0.0.1:9")
-    keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT")
+    # The idle agent's install puts `gpubox-keep` here, not in this machine's /usr/local/bin.
+    monkeypatch.setenv("GPUBOX_KEEP_BIN_DIR", str(tmp_path / "keep-bin"))
+    keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT", "GPUBOX_KEEP_BIN_DIR")
     for name in list(__import__("os").environ):
         if name.startswith("GPUBOX_") and name not in keep:
             monkeypatch.delenv(name, raising=False)

@@ -16,6 +16,7 @@ import http.server
 import io
 import json
 import os
+import pwd
 import signal
 import socket
 import threading
@@ -33,8 +34,11 @@ from gpubox.errors import SetupFailed
 from gpubox.remote.runner import LocalRunner
 
 TORCH_WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
-# uv's cache of the real user: a temporary HOME would otherwise start it cold.
-REAL_UV_CACHE = os.environ.get("UV_CACHE_DIR") or os.path.expanduser("~/.cache/uv")
+# uv's cache of the real user: a temporary HOME would otherwise start it cold. From the
+# account's home folder (pwd), not $HOME, so that it is the same whatever HOME runs the tests.
+REAL_UV_CACHE = os.environ.get("UV_CACHE_DIR") or str(
+    Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "uv"
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -346,3 +350,20 @@ def test_a_spot_box_runs_the_interruption_watcher_and_stop_ends_it(bootstrapped,
     # Jupyter went with it; the next run starts it again (the other tests share this host).
     assert not (bootstrapped.home / ".gpubox/state/jupyter.pid").exists()
     assert bootstrapped.run().finished("jupyter").status == "done"
+
+
+def test_the_box_jupyter_serves_the_idle_warning_banner_and_the_agent_knows_the_box_name(
+    bootstrapped,
+):
+    """The bootstrap installed the notice extension into the venv and Jupyter loaded it
+    (the browser side is in tests/agent/test_jupyter_notice.py)."""
+    port = bootstrapped.settings.jupyter_port
+    token = setup.jupyter_token(bootstrapped.settings, "box1")
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/gpubox/notice")
+    request.add_header("Authorization", f"token {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert json.loads(response.read())["notice"] is None  # nothing to warn about yet
+    lab = (bootstrapped.home / ".gpubox/venv/share/jupyter/labextensions/gpubox-notice")
+    assert (lab / "package.json").is_file()
+    config = json.loads((bootstrapped.home / ".gpubox/state/idle-config.json").read_text())
+    assert config["box_name"] == "box1"

@@ -127,6 +127,29 @@ def infer_provider(spec_provider: str | None, *, host: str | None, aws_hint: boo
     )
 
 
+def check_unchanged(box: Box, spec: BoxSpec) -> None:
+    """`up` of a box that exists uses it as it is; asking it for another type or disk
+    is an error that says what the box is and which command changes it."""
+    asked = spec.types or ((spec.type,) if spec.type else ())
+    wrong_type = bool(asked and box.type and box.type not in asked)
+    # 64 GB is the default, so only a --disk the user chose can disagree.
+    wrong_disk = spec.disk_gb != BoxSpec.disk_gb and box.disk_gb not in (None, spec.disk_gb)
+    if not (wrong_type or wrong_disk):
+        return
+    what = box.type or box.provider
+    if box.disk_gb:
+        what += f" with a {box.disk_gb} GB disk"
+    flags = (f" --type {asked[0]}" if wrong_type else "") + (
+        f" --disk {spec.disk_gb}" if wrong_disk else ""
+    )
+    raise InvalidInput(
+        f"box '{box.name}' already exists as a {what} ({box.state.value}); "
+        f"`up` uses a box as it is and changes nothing",
+        hint=f"change it with `gpubox resize {box.name}{flags}`, or run "
+        f"`gpubox up {box.name}` to use it as it is",
+    )
+
+
 @dataclass(frozen=True)
 class UpResult:
     box: Box
@@ -135,6 +158,7 @@ class UpResult:
     setup: Any = None  # gpubox.setup.SetupResult when setup ran
     url: str | None = None
     message: str = ""
+    volume: Any = None  # the data volume attached (AWS), when --volume asked for one
 
 
 def up(
@@ -148,6 +172,7 @@ def up(
     local_port: int | None = None,
     on_progress: Progress | None = None,
     on_step: Callable[[Any], None] | None = None,
+    waiting: Any = None,
 ) -> UpResult:
     """Make the box (or find it and start it), then set it up and open Jupyter.
 
@@ -156,6 +181,7 @@ def up(
     """
     say = on_progress or _quiet
     check_name(spec.name)
+    refuse_volume(spec)
     cached = state.box(spec.name)
     if cached is not None and cached.provider != spec.provider:
         raise InvalidInput(
@@ -167,25 +193,35 @@ def up(
     existing = prov.find(spec.name)
     created = started = False
     if existing is not None and existing.state is not BoxState.TERMINATED:
+        check_unchanged(existing, spec)
         box = existing
         if box.state in (BoxState.STOPPED, BoxState.STOPPING):
             say(f"box '{spec.name}' is {box.state.value}; starting it")
             state.journal(spec.name, "start")
-            box = prov.start(box)
+            box = _start_or_else(prov, box, waiting, False, False, None, say)
             started = True
         elif box.state is BoxState.RUNNING:
             say(f"box '{spec.name}' is already running; nothing to launch")
     else:
         state.journal(spec.name, "launch", provider=spec.provider)
-        box = prov.launch(spec)
+        if waiting is not None:  # --retry-until-up
+            from gpubox.capacity import retry_on_capacity
+
+            box = retry_on_capacity(lambda: prov.launch(spec), waiting, say)
+        else:
+            box = prov.launch(spec)
         created = True
     state.remember(box)
     _record_run(state, box)
     state.journal(spec.name, "launched", id=box.id)
+    volume = prov.attach_volume(box, spec.volume) if spec.volume else None  # type: ignore[attr-defined]
     if not setup:
         _refresh_ssh_config(settings, prov, box)
         state.journal(spec.name, "done", setup=False)
-        return UpResult(box, created, started, message="setup skipped (--no-setup)")
+        message = "setup skipped (--no-setup)"
+        if volume is not None:
+            message += f"; volume '{volume.volume.name}' is attached, not mounted (setup mounts it)"
+        return UpResult(box, created, started, message=message, volume=volume)
 
     endpoint = prov.endpoint(box)
     _refresh_ssh_config(settings, prov, box, endpoint)
@@ -197,10 +233,16 @@ def up(
         say(f"waiting for SSH on {endpoint.host}:{endpoint.port}")
         remote_ssh.wait_until_reachable(endpoint, settings, spec.name, on_progress=say)
     runner = remote_ssh.runner_for(endpoint, settings, spec.name)
+    if volume is not None:
+        from gpubox.remote.data_volume import mount
+
+        mounted = mount(runner, volume.volume.id, volume.volume.name)
+        how = "new, formatted" if mounted.status == "formatted" else "its files kept"
+        say(f"volume '{volume.volume.name}' mounted at {mounted.mount_dir} ({how})")
     state.journal(spec.name, "setup")
     result = setup_mod.run_setup(
         runner,
-        settings.with_overrides(idle_stop_minutes=idle_limit_for(box, spec)),
+        guard_settings_for(settings, box, spec),
         box_name=spec.name,
         framework=framework,
         on_event=on_step,
@@ -211,7 +253,16 @@ def up(
         settings, state, box, endpoint, local_port=local_port, browser=browser
     )
     state.journal(spec.name, "done", url=url)
-    return UpResult(box, created, started, setup=result, url=url)
+    return UpResult(box, created, started, setup=result, url=url, volume=volume)
+
+
+def refuse_volume(spec: BoxSpec) -> None:
+    """--volume is an AWS data disk; an ssh or local host keeps its files on its own disk."""
+    if spec.volume and spec.provider != "aws":
+        raise InvalidInput(
+            f"--volume is for AWS boxes; a {spec.provider} host keeps its files on its own disk",
+            hint="drop --volume: `gpubox down` only forgets an ssh or local host, its files stay",
+        )
 
 
 def idle_limit_for(box: Box, spec: BoxSpec) -> int:
@@ -223,6 +274,14 @@ def idle_limit_for(box: Box, spec: BoxSpec) -> int:
     if box.provider != "aws":
         return 0
     return spec.idle_stop_minutes or 0
+
+
+def guard_settings_for(settings: Settings, box: Box, spec: BoxSpec) -> Settings:
+    """The settings setup hands the idle agent: the box's limit; on a host gpubox does not
+    rent, no limit and no uptime cap (they come with `gpubox autostop`)."""
+    if box.provider != "aws":
+        return replace(settings, idle_stop_minutes=0, max_hours=None)
+    return settings.with_overrides(idle_stop_minutes=idle_limit_for(box, spec))
 
 
 def _record_run(state: State, box: Box) -> None:
@@ -296,15 +355,85 @@ def stop(settings: Settings, state: State, name: str, on_progress: Progress | No
     return box
 
 
-def start(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
+def start(
+    settings: Settings,
+    state: State,
+    name: str,
+    on_progress: Progress | None = None,
+    *,
+    waiting: Any = None,
+    instance_type: str | None = None,
+    move: bool = False,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+) -> Box:
+    """Start a stopped box. When AWS has no capacity for it: `waiting` (capacity.Waiting)
+    tries again with backoff; `instance_type` resizes it first; `move` brings it up in
+    another zone (the old instance is deleted only after a yes)."""
+    if instance_type:
+        return resize(settings, state, name, instance_type=instance_type, yes=yes,
+                      confirm=confirm, on_progress=on_progress)[0]  # fmt: skip
     prov, box = find_box(settings, state, name, on_progress)
     if box.state is BoxState.RUNNING:
         return box
-    box = prov.start(box)
+    box = _start_or_else(prov, box, waiting, move, yes, confirm, on_progress or _quiet)
     state.remember(box)
     _record_run(state, box)
     _refresh_ssh_config(settings, prov, box)
     return box
+
+
+def resize(
+    settings: Settings,
+    state: State,
+    name: str,
+    *,
+    instance_type: str | None = None,
+    disk_gb: int | None = None,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    on_progress: Progress | None = None,
+) -> tuple[Box, Any]:
+    """Another type and/or a bigger disk for an AWS box: stop it (a running one only after
+    a yes), change it, start it. Every check comes before anything changes."""
+    from gpubox.errors import NotSupported
+
+    prov, box = find_box(settings, state, name, on_progress)
+    if not hasattr(prov, "plan_resize"):
+        raise NotSupported(
+            f"'{name}' is a {box.provider} box; gpubox resizes the AWS boxes it rents",
+            hint="a host you reach over SSH is the size it is",
+        )
+    plan = prov.plan_resize(box, instance_type, disk_gb)  # type: ignore[attr-defined]
+    if box.state is BoxState.RUNNING and not yes:
+        question = (f"Box '{name}' is running: resizing stops it (Jupyter and running "
+                    "programs end; files are kept) and starts it again. Go ahead?")  # fmt: skip
+        if confirm is None or not confirm(question):
+            raise ConfirmationRequired(
+                f"not resizing '{name}': it is running and nothing was changed",
+                hint=f"answer in a terminal, or pass --yes: `gpubox resize {name} ... --yes`",
+            )
+    if box.state is not BoxState.STOPPED:
+        box = stop(settings, state, name, on_progress)
+    prov.apply_resize(plan)  # type: ignore[attr-defined]
+    return start(settings, state, name, on_progress), plan
+
+
+def _start_or_else(prov, box, waiting, move, yes, confirm, say: Progress) -> Box:
+    from gpubox.capacity import retry_on_capacity
+    from gpubox.errors import CapacityError, NotSupported
+
+    if move:
+        if not hasattr(prov, "move"):
+            raise NotSupported(f"'{box.name}' is a {box.provider} box; only AWS boxes move")
+        try:
+            return prov.start(box)
+        except CapacityError as exc:
+            say(f"{exc.message}: moving it to another zone")
+        return prov.move(box, yes=yes, confirm=confirm).box
+    if waiting is not None:
+        return retry_on_capacity(lambda: prov.start(box), waiting, say)
+    return prov.start(box)
 
 
 def _refresh_ssh_config(
@@ -334,6 +463,15 @@ def what_down_deletes(box: Box) -> str:
     )
 
 
+def volumes_sentence(data_volumes: list, delete_volume: bool) -> str:
+    if not data_volumes:
+        return ""
+    names = ", ".join(f"'{v.name}' ({v.size_gb} GiB)" for v in data_volumes)
+    if delete_volume:
+        return f" It also DELETES data volume {names} (--delete-volume)."
+    return f" Data volume {names} is kept (`gpubox volume rm` deletes it)."
+
+
 def _stop_host_services(settings: Settings, prov: Provider, box: Box, say: Progress) -> None:
     """A forgotten host keeps its files but not the Jupyter and agent gpubox started."""
     from gpubox import setup as setup_mod
@@ -356,12 +494,16 @@ def down(
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     on_progress: Progress | None = None,
+    delete_volume: bool = False,
 ) -> Box:
-    """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS."""
+    """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS.
+    Its data volumes are kept, unless delete_volume (covered by the same yes)."""
     prov, box = find_box(settings, state, name, on_progress)
     destructive = box.provider == "aws"
+    data_volumes = prov.data_volumes(box) if hasattr(prov, "data_volumes") else []
     if destructive and not yes:
-        question = what_down_deletes(box) + " Terminate it?"
+        question = what_down_deletes(box) + volumes_sentence(data_volumes, delete_volume)
+        question += " Terminate it?"
         if confirm is None or not confirm(question):
             raise ConfirmationRequired(
                 f"not terminating '{name}': nothing was deleted",
@@ -375,6 +517,14 @@ def down(
     if not destructive:
         _stop_host_services(settings, prov, box, on_progress or _quiet)
     prov.terminate(box)
+    say = on_progress or _quiet
+    for vol in data_volumes:
+        if delete_volume:
+            prov.delete_data_volume(vol)  # type: ignore[attr-defined]
+            say(f"deleted volume '{vol.name}' ({vol.size_gb} GiB)")
+        else:
+            say(f"kept volume '{vol.name}' ({vol.size_gb} GiB, {vol.zone}): about "
+                f"${vol.per_month:.2f}/month until `gpubox volume rm {vol.name}`")  # fmt: skip
     from gpubox.remote.ssh_config import update_ssh_config
 
     update_ssh_config(settings, name, None)

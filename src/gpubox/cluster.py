@@ -61,6 +61,11 @@ def node_specs(spec: BoxSpec, count: int, hosts: Sequence[str] = ()) -> list[Box
             "a local box is this one machine; it has no further nodes",
             hint="several machines: --host USER@HOST once per node, or --nodes N --type T on AWS",
         )
+    if count > 1 and spec.volume:
+        raise InvalidInput(
+            "--volume attaches one data volume to one instance, not to several nodes",
+            hint="leave --volume out for a box of several nodes (copy data with `gpubox cp`)",
+        )
     specs = []
     for rank in range(count):
         name = node_name(spec.name, rank)
@@ -134,6 +139,7 @@ def up(
     local_port: int | None = None,
     on_progress: Progress | None = None,
     on_step: Callable[[Any], None] | None = None,
+    waiting: Any = None,
 ) -> lifecycle.UpResult:
     """Make (or find) every node, set them all up in parallel, open Jupyter on node 0.
 
@@ -145,13 +151,13 @@ def up(
     if len(specs) == 1:
         return lifecycle.up(settings, state, specs[0], setup=setup, framework=framework,
                             browser=browser, local_port=local_port, on_progress=on_progress,
-                            on_step=on_step)
+                            on_step=on_step, waiting=waiting)
     results: list[lifecycle.UpResult] = []
     for spec in specs:
         say(f"node {spec.node_rank}: {spec.name}")
         try:
             results.append(lifecycle.up(settings, state, spec, setup=False,
-                                        on_progress=on_progress))
+                                        on_progress=on_progress, waiting=waiting))
         except GpuboxError as exc:
             say(f"node {spec.node_rank} failed; removing the nodes made just now")
             for made in reversed(results):
@@ -244,9 +250,12 @@ def stop(settings: Settings, state: State, name: str, on_progress: Progress | No
     return [lifecycle.stop(settings, state, n.box.name, on_progress) for n in nodes][0]
 
 
-def start(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
+def start(
+    settings: Settings, state: State, name: str, on_progress: Progress | None = None, **how: Any
+) -> Box:
+    """Start every node (`how`: lifecycle.start's options, for each); node 0's box."""
     nodes = nodes_of(settings, state, name, on_progress)
-    return [lifecycle.start(settings, state, n.box.name, on_progress) for n in nodes][0]
+    return [lifecycle.start(settings, state, n.box.name, on_progress, **how) for n in nodes][0]
 
 
 def down(
@@ -257,12 +266,13 @@ def down(
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     on_progress: Progress | None = None,
+    delete_volume: bool = False,
 ) -> Box:
     """Terminate (AWS) or forget (ssh) every node, with one question for all of them."""
     nodes = nodes_of(settings, state, name, on_progress)
     if len(nodes) == 1:
         return lifecycle.down(settings, state, name, yes=yes, confirm=confirm,
-                              on_progress=on_progress)
+                              on_progress=on_progress, delete_volume=delete_volume)
     head = nodes[0].box
     if head.provider == "aws" and not yes:
         ids = ", ".join(n.box.id or n.box.name for n in nodes)
@@ -276,5 +286,6 @@ def down(
                 f"`gpubox down {name} --yes`",
             )
     for node in reversed(nodes):  # node 0 last: it owns what the nodes share
-        lifecycle.down(settings, state, node.box.name, yes=True, on_progress=on_progress)
+        lifecycle.down(settings, state, node.box.name, yes=True, on_progress=on_progress,
+                       delete_volume=delete_volume)
     return replace(head, state=BoxState.TERMINATED)

@@ -56,10 +56,16 @@ class Settings:
     install_driver: bool = True
     jupyter_port: int = 8888  # on the box, bound to its 127.0.0.1
 
+    # Idle auto-stop. Written "30m", "2h" or "off"; held as minutes, 0 meaning off.
     idle_stop_minutes: int = 60
     # Forward this machine's SSH agent on `gpubox ssh` (like `ssh -A`), so `git push`
     # works on the box without a key there. Off: a root user on the box can use it.
     forward_agent: bool = False
+    max_hours: float | None = None  # stop after this much uptime whatever the box does
+    # What the agent runs to stop the box (None: power off, through sudo -n when not root).
+    idle_stop_command: str | None = None
+    pre_stop: str | None = None  # runs on the box before any stop (e.g. git push)
+    pre_stop_minutes: int = 5  # its time limit
     debug: bool = False
 
     @property
@@ -106,9 +112,26 @@ def _dirs(env: Mapping[str, str]) -> tuple[Path, Path, Path]:
     )
 
 
+def _checked_limit(name: str, raw: Any, source: str) -> Any:
+    """The idle limit and the uptime cap pass the flag's own check, from every source."""
+    from gpubox import idle
+
+    try:
+        if name == "idle_stop_minutes":
+            return idle.parse_idle_limit(raw) or 0
+        return idle.parse_max_hours(raw)
+    except InvalidInput as exc:
+        raise InvalidInput(f"setting '{name}' from {source}: {exc.message}", hint=exc.hint) from None
+
+
+_LIMITS = ("idle_stop_minutes", "max_hours")
+
+
 def _coerce(name: str, raw: Any, kind: Any, source: str) -> Any:
     if raw is None:
         return None
+    if name in _LIMITS:
+        return _checked_limit(name, raw, source)
     kind_text = str(kind)
     try:
         if "bool" in kind_text:
@@ -122,6 +145,8 @@ def _coerce(name: str, raw: Any, kind: Any, source: str) -> Any:
             raise ValueError(raw)
         if "int" in kind_text:
             return int(raw)
+        if "float" in kind_text:
+            return float(raw)
         if "Path" in kind_text:
             return Path(str(raw)).expanduser()
         return str(raw)

@@ -83,6 +83,11 @@ class CostReport:
     now: float
     boxes: tuple[BoxCost, ...]
     images: tuple[ImageCost, ...]
+    volumes: tuple[Any, ...] = ()  # data volumes (aws/volumes.Volume), each with per_month
+
+    @property
+    def volumes_per_month(self) -> float:
+        return sum(v.per_month for v in self.volumes)
 
     @property
     def running_per_hour(self) -> float:
@@ -91,7 +96,11 @@ class CostReport:
     @property
     def kept_per_month(self) -> float:
         """What stays billed with every box stopped: disks and saved images."""
-        return sum(b.storage_per_month for b in self.boxes) + sum(i.per_month for i in self.images)
+        return (
+            sum(b.storage_per_month for b in self.boxes)
+            + sum(i.per_month for i in self.images)
+            + self.volumes_per_month
+        )
 
     @property
     def month_so_far(self) -> float:
@@ -110,6 +119,8 @@ class CostReport:
             "spent": round(self.spent, 2),
             "boxes": [b.to_dict() for b in self.boxes],
             "images": [i.to_dict() for i in self.images],
+            "volumes": [v.to_dict() for v in self.volumes],
+            "volumes_per_month": round(self.volumes_per_month, 2),
         }
 
 
@@ -302,7 +313,7 @@ def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) ->
                     snapshot_rate(image.region),
                 )  # fmt: skip
             )
-    return report(
+    made = report(
         boxes,
         state.runs,
         images,
@@ -310,3 +321,10 @@ def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) ->
         hourly_of=lambda b: hourly_rate(settings, b),
         storage_of=lambda b: disk_rate(b.region or "") if b.provider == "aws" else None,
     )
+    if regions:  # data volumes outlive boxes: billed per GB-month until `gpubox volume rm`
+        from dataclasses import replace
+
+        from gpubox.providers.aws.volumes import list_volumes
+
+        made = replace(made, volumes=tuple(list_volumes(settings, regions)))
+    return made

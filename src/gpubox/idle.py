@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,11 @@ def parse_idle_limit(text: str | int | None) -> int | None:
     raw = str(text).strip().lower()
     if raw in OFF_WORDS:
         return None
+    if raw.startswith("-"):
+        raise InvalidInput(
+            f"an idle limit of '{text}' is below zero",
+            hint="give a limit such as 30m, or `off` to turn idle auto-stop off",
+        )
     if re.fullmatch(r"\d+(\.\d+)?", raw):
         minutes = float(raw)
     else:
@@ -58,6 +64,35 @@ def parse_idle_limit(text: str | int | None) -> int | None:
     return int(minutes)
 
 
+def parse_max_hours(text: str | float | None) -> float | None:
+    """The uptime cap: '12' -> 12.0 hours, '90m' -> 1.5, '1d' -> 24.0, 'off' -> None (no cap)."""
+    if text is None:
+        return None
+    raw = str(text).strip().lower()
+    if raw in OFF_WORDS:
+        return None
+    hint = "give hours such as 8, 12h or 1d, or `off` for no cap on uptime"
+    if raw.startswith("-"):
+        raise InvalidInput(f"a cap of '{text}' hours is below zero", hint=hint)
+    if re.fullmatch(r"\d+(\.\d+)?", raw):
+        hours = float(raw)
+    else:
+        compact = raw.replace(" ", "")
+        parts = _PART.findall(compact)
+        if not parts or "".join(n + u for n, u in parts) != compact:
+            raise InvalidInput(f"'{text}' is not a number of hours", hint=hint)
+        hours = sum(float(n) * _UNITS[u] for n, u in parts) / 60
+    if hours <= 0:
+        raise InvalidInput(f"a cap of '{text}' would stop the box the moment it starts", hint=hint)
+    if hours * 60 < 1:
+        raise InvalidInput(f"a cap of '{text}' is under a minute", hint=hint)
+    return round(hours, 4)
+
+
+def describe_hours(hours: float | None) -> str:
+    return "off" if hours is None else describe_limit(int(round(hours * 60)))
+
+
 def describe_limit(minutes: int | None) -> str:
     if minutes is None:
         return "off"
@@ -69,7 +104,7 @@ def describe_limit(minutes: int | None) -> str:
 
 @dataclass(frozen=True)
 class IdleStatus:
-    """The agent's view of one box, as `idle.py status` reports it."""
+    """The guard's view of one box, as the agent's `idle.py status` reports it."""
 
     enabled: bool
     limit_minutes: float | None
@@ -80,10 +115,25 @@ class IdleStatus:
     last_stop_at: float | None = None
     last_stop_reason: str | None = None
     log_tail: tuple[str, ...] = ()
+    max_hours: float | None = None
+    uptime_seconds: float | None = None
+    running: bool | None = None  # is the guard watching (its schedule, its last look)
+    not_running_why: str = ""
+    last_check: float | None = None
+    last_stop_ok: bool | None = None
+    stop_failed_at: float | None = None
+    stop_failed_error: str | None = None
+    can_stop: bool | None = None
+    stop_command: str | None = None
+    pre_stop_command: str | None = None
+    pre_stop: dict[str, Any] | None = None
+    now: float | None = None  # the box's clock when it answered
 
     @classmethod
     def from_agent(cls, data: dict[str, Any]) -> IdleStatus:
         last_stop = data.get("last_stop") or {}
+        failed = data.get("stop_failed") or {}
+        health = data.get("health") or {}
         return cls(
             enabled=bool(data.get("enabled")),
             limit_minutes=data.get("idle_minutes") if data.get("enabled") else None,
@@ -94,17 +144,78 @@ class IdleStatus:
             last_stop_at=last_stop.get("at"),
             last_stop_reason=last_stop.get("reason"),
             log_tail=tuple(data.get("log_tail") or ()),
+            max_hours=data.get("max_hours"),
+            uptime_seconds=data.get("uptime_seconds"),
+            running=health.get("running"),
+            not_running_why=health.get("why") or "",
+            last_check=data.get("last_check"),
+            last_stop_ok=last_stop.get("ok"),
+            stop_failed_at=failed.get("at"),
+            stop_failed_error=failed.get("error"),
+            can_stop=data.get("can_stop"),
+            stop_command=data.get("stop_command"),
+            pre_stop_command=data.get("pre_stop_command"),
+            pre_stop=data.get("pre_stop"),
+            now=data.get("now"),
         )
 
     def summary(self) -> str:
         """For a status column: 'idle 12m of 60m', 'busy (kernel 3f2a is busy)', 'off'."""
+        cap = f"; stops after {describe_hours(self.max_hours)} up" if self.max_hours else ""
         if not self.enabled or self.limit_minutes is None:
-            return "auto-stop off"
+            return "auto-stop off" + cap
         limit = describe_limit(int(self.limit_minutes)) if self.limit_minutes >= 1 else "<1m"
         if self.busy:
-            return f"in use ({self.busy[0]}); stops after {limit} idle"
+            return f"in use ({self.busy[0]}); stops after {limit} idle" + cap
         idle = describe_limit(int((self.idle_seconds or 0) // 60))
-        return f"idle {idle} of {limit}"
+        return f"idle {idle} of {limit}" + cap
+
+    @property
+    def stop_failed(self) -> str | None:
+        """'idle stop FAILED at T: reason' while the last stop failed, else None."""
+        if self.stop_failed_at is None:
+            return None
+        return f"idle stop FAILED at {utc(self.stop_failed_at)}: {self.stop_failed_error}"
+
+    def report(self) -> list[tuple[str, str]]:
+        """(level, line) for `status NAME` and `autostop NAME`: is the guard watching, what
+        it saw, the last stop and how it went. Levels: say, warn, error."""
+        lines: list[tuple[str, str]] = []
+        watching = self.enabled or bool(self.max_hours)
+        if watching and self.running is False:
+            lines.append(("error", f"the guard is NOT watching: {self.not_running_why}"))
+        elif watching and self.running:
+            ago = ""
+            if self.last_check is not None and self.now is not None:
+                ago = f", last look {describe_seconds(self.now - self.last_check)} ago"
+            lines.append(("say", f"guard: watching ({self.mode}{ago})"))
+        if self.busy:
+            lines.append(("say", "in use: " + "; ".join(self.busy)))
+        for reason in self.uncertain:
+            lines.append(("warn", f"unknown: {reason} (the limit counts double until it can be read)"))
+        if watching and self.can_stop is False:
+            lines.append(("error", f"the guard cannot stop this machine: `{self.stop_command}` "
+                          "needs root or passwordless sudo; set idle_stop_command"))  # fmt: skip
+        if self.stop_failed:
+            lines.append(("error", self.stop_failed))
+        elif self.last_stop_reason:
+            lines.append(("say", f"last idle stop {utc(self.last_stop_at)}: {self.last_stop_reason}"))
+        if self.pre_stop:
+            pre = self.pre_stop
+            how = "ran past its limit and was killed" if pre.get("timed_out") else f"exit {pre.get('exit_code')}"
+            tail = " | ".join(pre.get("output_tail") or [])[-300:]
+            level = "say" if pre.get("exit_code") == 0 else "warn"
+            lines.append((level, f"pre_stop at {utc(pre.get('at'))}: {how}" + (f": {tail}" if tail else "")))
+        return lines
+
+
+def utc(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch or 0))
+
+
+def describe_seconds(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds}s" if seconds < 120 else describe_limit(seconds // 60)
 
 
 def agent_files() -> list[Path]:
@@ -143,15 +254,47 @@ def read_idle_status(runner: Runner) -> IdleStatus | None:
     return IdleStatus.from_agent(_agent_json(runner, "status"))
 
 
-def set_idle_limit(runner: Runner, minutes: int | None) -> str:
-    """Set (or, with None, turn off) the idle limit on the box; what the agent said it did."""
+def set_idle_limit(
+    runner: Runner,
+    minutes: int | None,
+    *,
+    keep_limit: bool = False,
+    max_hours: float | str | None = None,
+    box_name: str | None = None,
+    stop_command: str | None = None,
+    pre_stop: str | None = None,
+    pre_stop_minutes: int | None = None,
+) -> dict[str, Any]:
+    """Set (or, with None, turn off) the idle limit on the box; what the agent answered:
+    {"message", "mode", "enabled", "can_stop"}. keep_limit leaves the idle limit as it is;
+    max_hours None leaves the cap as it is, "off" removes it."""
     ensure_agent(runner)
-    value = "off" if minutes is None else str(int(minutes))
-    answer = _agent_json(runner, f"install --idle-minutes {shlex.quote(value)}")
-    return str(answer.get("message", ""))
+    args = ["install"]
+    if not keep_limit:
+        args += ["--idle-minutes", "off" if minutes is None else str(int(minutes))]
+    options = {"--max-hours": None if max_hours is None else f"{max_hours}",
+               "--box-name": box_name, "--stop-command": stop_command, "--pre-stop": pre_stop,
+               "--pre-stop-seconds": None if pre_stop_minutes is None else str(pre_stop_minutes * 60)}  # fmt: skip
+    for flag, value in options.items():
+        if value is not None:
+            args += [flag, value]
+    return _agent_json(runner, " ".join(shlex.quote(a) for a in args))
 
 
 def idle_log(runner: Runner, lines: int = 20) -> str:
     """The last lines of the agent's log on the box: each warning and stop with its reason."""
     result = runner.run(f"tail -n {int(lines)} ~/.gpubox/logs/idle.log 2>/dev/null", check=False)
     return result.stdout
+
+
+FAILED_STOP_KEY = "guard-stop-failed:"
+
+
+def remember_failed_stop(state: Any, name: str, status: IdleStatus) -> None:
+    """Keep what the guard said about a failed stop, so `status` (all boxes, no SSH) shows it."""
+    state.put(FAILED_STOP_KEY + name, status.stop_failed or "")
+
+
+def failed_stop(state: Any, name: str) -> str | None:
+    """The failed stop `status NAME` or `autostop NAME` last saw on the box, if any."""
+    return state.get(FAILED_STOP_KEY + name) or None

@@ -158,6 +158,11 @@ def script_env(
         if settings.idle_stop_minutes > 0
         else "off",
         "GPUBOX_PYTHON_ENV": settings.python_env,
+        # The guard's other settings (the AWS guard from boot already has them).
+        "GPUBOX_MAX_HOURS": f"{settings.max_hours:g}" if settings.max_hours else "off",
+        "GPUBOX_PRE_STOP": settings.pre_stop or "",
+        "GPUBOX_PRE_STOP_SECONDS": str(settings.pre_stop_minutes * 60),
+        "GPUBOX_IDLE_STOP_COMMAND": settings.idle_stop_command or "",
     }
     return env
 
@@ -232,6 +237,7 @@ def run_setup(
     env = script_env(settings, plan, token)
     # A spot box also runs the interruption watcher (agent/spot_watch.py).
     env["GPUBOX_SPOT"] = "1" if spot else "0"
+    env["GPUBOX_BOX_NAME"] = box_name  # the idle warning names it: `gpubox keep NAME 2h`
     copy_files(runner, settings, token, env)
 
     events: list[StepEvent] = []

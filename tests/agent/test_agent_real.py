@@ -94,7 +94,7 @@ class Kernel:
                            headers=self.jupyter["headers"], timeout=10)  # fmt: skip
         return got.json()
 
-    def run(self, code):
+    def run(self, code, allow_stdin=False):
         """Send a cell; a thread reads until its execute_reply. Returns the thread."""
         import websocket
 
@@ -107,7 +107,7 @@ class Kernel:
                        "msg_type": "execute_request", "version": "5.3"},
             "parent_header": {}, "metadata": {}, "channel": "shell",
             "content": {"code": code, "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False},
+                        "user_expressions": {}, "allow_stdin": allow_stdin},
         }))  # fmt: skip
         finished = threading.Event()
 
@@ -118,6 +118,8 @@ class Kernel:
                     if (msg.get("msg_type") == "execute_reply"
                             and msg["parent_header"].get("msg_id") == msg_id):  # fmt: skip
                         break
+            except websocket.WebSocketException:
+                pass  # the kernel was deleted mid-cell
             finally:
                 ws.close()
                 finished.set()
@@ -137,7 +139,8 @@ def agent(tmp_path, jupyter):
     """Runs the agent script as the box does, with its files under tmp_path."""
     home = tmp_path / "agent-home"
     stops = tmp_path / "stops.txt"
-    env = {**os.environ, "GPUBOX_AGENT_HOME": str(home),
+    # HOME too: the agent also looks for Jupyter servers under ~/.local/share/jupyter.
+    env = {**os.environ, "GPUBOX_AGENT_HOME": str(home), "HOME": str(tmp_path),
            "JUPYTER_RUNTIME_DIR": str(jupyter["runtime"])}  # fmt: skip
     # Nothing but this test's server: the configured URL is a closed port.
     dead_url = f"http://127.0.0.1:{free_port()}"
@@ -156,7 +159,13 @@ def agent(tmp_path, jupyter):
             args += ["--poll-seconds", str(poll)]
         return run(*args)
 
+    def configure(**settings):
+        file = home / "state" / "idle-config.json"
+        file.write_text(json.dumps({**json.loads(file.read_text()), **settings}))
+
     run.install = install
+    run.configure = configure
+    run.env = env
     run.home = home
     run.stops = stops
     yield run
@@ -177,7 +186,7 @@ def test_busy_kernel_is_not_idle_then_idle_kernel_warns_and_stops(agent, jupyter
     agent.install(minutes=0.1, warn=0.05)  # limit 6 s, warning 3 s before
     kernel = Kernel(jupyter)
     try:
-        finished = kernel.run("import time; time.sleep(8); print('done')")
+        finished = kernel.run("import time\nt = time.time() + 8\nwhile time.time() < t: pass")
         wait_for(lambda: kernel.info()["execution_state"] == "busy")
         time.sleep(6.5)  # longer than the limit, while the cell runs
         result = agent("check")
@@ -192,8 +201,8 @@ def test_busy_kernel_is_not_idle_then_idle_kernel_warns_and_stops(agent, jupyter
         time.sleep(max(0.0, went_idle + 3.6 - time.time()))
         result = agent("check")
         assert [a[0] for a in result["actions"]] == ["warn"]
-        notice = jupyter["root"] / "GPUBOX-IDLE-STOP-SOON.txt"
-        assert "stops in" in notice.read_text()
+        notice = json.loads((agent.home / "state" / "jupyter-notice.json").read_text())
+        assert "stops at" in notice["text"] and "gpubox-keep 2h" in notice["text"]
         assert not agent.stops.exists()
 
         time.sleep(max(0.0, went_idle + 6.3 - time.time()))
@@ -201,7 +210,7 @@ def test_busy_kernel_is_not_idle_then_idle_kernel_warns_and_stops(agent, jupyter
         assert [a[0] for a in result["actions"]] == ["stop"]
         assert agent.stops.read_text() == "stopped\n"
         log = (agent.home / "logs" / "idle.log").read_text()
-        assert "stop: idle for" in log and "no kernel busy (1 kernels)" in log
+        assert "stop: idle for" in log and "no kernel working (1 kernels)" in log
         status = agent("status")
         assert "idle for" in status["last_stop"]["reason"]
         assert status["idle_minutes"] == 0.1 and status["enabled"] is True
@@ -217,7 +226,8 @@ def test_loop_mode_polls_by_itself_and_off_ends_it(agent, jupyter):
     assert "stopped" in agent.stops.read_text()
 
     out = agent.install(minutes="off", warn=1)
-    assert out == {"enabled": False, "mode": "none", "message": "idle auto-stop is off"}
+    assert out == {"enabled": False, "mode": "none", "can_stop": True,
+                   "message": "idle auto-stop is off"}  # fmt: skip
 
     def gone():
         try:

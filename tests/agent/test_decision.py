@@ -26,10 +26,12 @@ def config(**over):
 def quiet(boot=T0 - 3600, **over):
     readings = {
         "kernels": [],
-        "jupyter_errors": [],
+        "unknown": [],
+        "terminals": [],
         "ssh_sessions": [],
         "gpu_utilisation": None,
-        "keep_alive": [],
+        "processes": [],
+        "keep": [],
         "boot_time": boot,
     }
     readings.update(over)
@@ -53,13 +55,13 @@ def test_quiet_box_is_warned_five_minutes_before_and_stopped_at_the_limit():
     kinds = [(t - T0, kind) for t, kind, _ in done]
     assert kinds == [(55 * MIN, "warn"), (60 * MIN, "stop")]
     stop_reason = done[-1][2]
-    assert "idle for 60m" in stop_reason and "no kernel busy" in stop_reason
+    assert "idle for 60m" in stop_reason and "no kernel working" in stop_reason
 
 
 def test_busy_kernel_keeps_the_box_and_its_last_activity_starts_the_count():
     def readings(now):
         if now < T0 + 30 * MIN:
-            return quiet(kernels=[{"id": "k1", "state": "busy", "last_activity": now}])
+            return quiet(kernels=[{"id": "k1", "state": "busy", "last_activity": now, "cpu_percent": 99.0}])
         return quiet(kernels=[{"id": "k1", "state": "idle", "last_activity": T0 + 30 * MIN}])
 
     state, done = poll(config(), readings, T0, T0 + 120 * MIN)
@@ -94,8 +96,9 @@ def test_gpu_over_threshold_is_busy_and_under_it_is_idle():
 
 
 def test_keep_alive_process_keeps_the_box():
-    state, done = poll(config(), lambda now: quiet(keep_alive=[4242]), T0, T0 + 180 * MIN)
-    assert done == [] and state["busy"] == ["keep-alive process 4242"]
+    kept = ["gpubox-keep while process 4242 runs (python train.py)"]
+    state, done = poll(config(), lambda now: quiet(keep=kept), T0, T0 + 180 * MIN)
+    assert done == [] and state["busy"] == kept
 
 
 def test_activity_after_the_warning_clears_it():
@@ -109,7 +112,7 @@ def test_activity_after_the_warning_clears_it():
 
 
 def test_unreadable_jupyter_doubles_the_limit_but_still_stops():
-    readings = quiet(jupyter_errors=["http://127.0.0.1:8888: HTTP 403"])
+    readings = quiet(unknown=["Jupyter at http://127.0.0.1:8888: HTTP 403"])
     _, done = poll(config(), lambda now: readings, T0, T0 + 130 * MIN)
     stops = [(t - T0, text) for t, kind, text in done if kind == "stop"]
     assert stops[0][0] == 120 * MIN
@@ -149,14 +152,14 @@ def test_whole_day_idle_box_stops_within_limit_plus_poll_and_long_kernel_box_doe
     def box_a(now):
         if day_start + 9 * 3600 <= now < a_left_at:
             return quiet(
-                boot=day_start, kernels=[{"id": "a", "state": "busy", "last_activity": now}]
+                boot=day_start, kernels=[{"id": "a", "state": "busy", "last_activity": now, "cpu_percent": 99.0}]
             )
         last = a_left_at if now >= a_left_at else None
         return quiet(boot=day_start, kernels=[{"id": "a", "state": "idle", "last_activity": last}])
 
     def box_b(now):
         running = b_cell[0] <= now < b_cell[1]
-        kernel = {"id": "b", "state": "busy" if running else "idle"}
+        kernel = {"id": "b", "state": "busy" if running else "idle", "cpu_percent": 100.0}
         kernel["last_activity"] = now if running else (b_cell[1] if now >= b_cell[1] else None)
         return quiet(boot=day_start, kernels=[kernel])
 
@@ -214,3 +217,76 @@ def test_systemd_units_run_the_check_as_the_user_every_poll_and_from_boot():
     assert "Environment=GPUBOX_AGENT_HOME=/home/ubuntu/.gpubox" in service
     assert "OnBootSec=60s" in timer and "OnUnitActiveSec=60s" in timer
     assert "WantedBy=timers.target" in timer
+
+
+def test_a_busy_kernel_with_no_cpu_is_idle_from_its_last_activity():
+    # Hung, or waiting on input() with the tab closed: "busy" all day, no CPU, no GPU.
+    started = T0 + 10 * MIN
+    hung = {"id": "k1", "state": "busy", "last_activity": started, "cpu_percent": 0.0}
+    _, done = poll(config(), lambda now: quiet(kernels=[hung], gpu_utilisation=[0.0]),
+                   T0 + 10 * MIN, T0 + 75 * MIN)  # fmt: skip
+    assert [(t - started, kind) for t, kind, _ in done] == [(55 * MIN, "warn"), (60 * MIN, "stop")]
+
+
+def test_a_busy_kernel_whose_process_was_not_found_counts_as_unknown_not_busy():
+    lost = {"id": "k1", "state": "busy", "last_activity": T0, "cpu_percent": None}
+    readings = quiet(kernels=[lost], unknown=["kernel k1: its process was not found"])
+    state, done = poll(config(), lambda now: readings, T0, T0 + 125 * MIN)
+    assert state["busy"] == []
+    assert [t - T0 for t, kind, _ in done if kind == "stop"] == [120 * MIN]
+
+
+def test_an_unreadable_gpu_is_unknown_and_the_box_stops_at_twice_the_limit():
+    broken = "GPU: nvidia-smi failed (exit 9): Failed to initialize NVML: Driver/library version mismatch"
+    _, done = poll(config(), lambda now: quiet(unknown=[broken]), T0, T0 + 7 * 24 * 60 * MIN)
+    assert [(t - T0, kind) for t, kind, _ in done][:2] == [(115 * MIN, "warn"), (120 * MIN, "stop")]
+    assert "Failed to initialize NVML" in done[1][2] and "doubled" in done[1][2]
+    assert "twice as long" in done[0][2]
+
+
+def test_a_user_process_using_the_cpu_keeps_the_box_and_its_end_starts_the_count():
+    def readings(now):
+        if now < T0 + 200 * MIN:
+            return quiet(processes=[{"pid": 77, "uid": 1000, "cpu_percent": 98.0,
+                                     "command": "python train.py"}])  # fmt: skip
+        return quiet()
+
+    state, done = poll(config(), readings, T0, T0 + 199 * MIN)
+    assert done == [] and state["busy"] == ["process 77 at 98% CPU (python train.py)"]
+    _, done = poll(config(), readings, T0 + 200 * MIN, T0 + 261 * MIN, state=state)
+    assert [t - T0 for t, kind, _ in done if kind == "stop"] == [259 * MIN]
+
+
+def test_typing_in_a_jupyterlab_terminal_counts_as_use():
+    def readings(now):
+        return quiet(terminals=[{"name": "1", "last_activity": now - 30}])
+
+    _, done = poll(config(), readings, T0, T0 + 180 * MIN)
+    assert done == []
+
+
+def test_the_warning_says_when_why_and_how_to_keep_the_box_by_its_name():
+    _, done = poll(config(box_name="box1"), lambda now: quiet(), T0, T0 + 56 * MIN)
+    (when, kind, text), = done
+    assert kind == "warn" and when == T0 + 55 * MIN
+    stop_at = decision.time.strftime("%H:%M UTC", decision.time.gmtime(T0 + 60 * MIN))
+    assert f"stops at {stop_at} (in 5m)" in text
+    assert "nobody has used it for 55m" in text
+    assert "`gpubox keep box1 2h` on your laptop" in text and "`gpubox-keep 2h` on the box" in text
+    assert "NAME" not in text and "type in a terminal" not in text
+
+
+def test_a_stop_always_comes_a_full_warning_after_the_warning_even_when_the_limit_shrinks():
+    # Unknown for 100 minutes (limit 120), then readable again: 100 idle minutes are
+    # over the 60-minute limit at once, but nobody was warned yet.
+    def readings(now):
+        return quiet(unknown=["GPU: nvidia-smi timed out"]) if now < T0 + 100 * MIN else quiet()
+
+    _, done = poll(config(), readings, T0, T0 + 110 * MIN)
+    assert [(t - T0, kind) for t, kind, _ in done] == [(100 * MIN, "warn"), (105 * MIN, "stop")]
+    assert "(in 5m)" in done[0][2]
+
+
+def test_a_limit_shorter_than_the_warning_warns_at_once_and_stops_at_the_limit():
+    _, done = poll(config(idle_minutes=1), lambda now: quiet(), T0, T0 + 2 * MIN, every=15)
+    assert [(t - T0, kind) for t, kind, _ in done] == [(0, "warn"), (60, "stop")]

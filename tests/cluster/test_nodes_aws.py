@@ -132,12 +132,12 @@ def test_a_node_that_cannot_launch_is_named_and_the_nodes_made_are_terminated(
         Filters=[{"Name": "group-name", "Values": ["gpubox-duo"]}])["SecurityGroups"]
 
 
-def test_efa_is_asked_for_only_where_the_type_has_it(aws_image):
+def test_efa_is_asked_for_only_where_the_type_has_it(aws_image, settings):
     from gpubox.providers.aws.instances import LaunchContext, run_params
     from gpubox.providers.base import BoxSpec
 
     spec = BoxSpec(name="duo-1", provider="aws", cluster="duo", node_rank=1)
-    ctx = LaunchContext(settings=None, region="us-east-1", image=aws_image, key_name="gpubox-duo",
+    ctx = LaunchContext(settings=settings, region="us-east-1", image=aws_image, key_name="gpubox-duo",
                         group_id="sg-1", owner="me", placement_group="gpubox-duo")
     plain = run_params(ctx, spec, "g5.xlarge", "us-east-1a")
     assert plain["SecurityGroupIds"] == ["sg-1"] and "NetworkInterfaces" not in plain

@@ -69,17 +69,21 @@ def test_put_copies_bytes_and_mode(runner, tmp_path):
     assert stat.S_IMODE(remote.stat().st_mode) == 0o640
 
 
-def test_put_expands_tilde_on_the_host(runner, tmp_path):
+def test_put_expands_tilde_on_the_host(sshd_factory, settings, tmp_path):
+    # The far side's HOME is the session's (sshd's SetEnv), under tmp_path: never the
+    # HOME of whoever runs the tests, nor the account's own home folder.
+    far_home = tmp_path / "far-home"
+    far_home.mkdir()
+    server = sshd_factory(session_env={"HOME": str(far_home)})
     local = tmp_path / "f.txt"
     local.write_text("x")
-    name = f".gpubox-test-{os.getpid()}-{tmp_path.name}"
-    runner.put(local, f"~/{name}/f.txt")
-    far = os.path.expanduser(f"~/{name}/f.txt")
+    runner = SshRunner(server.endpoint(), settings, "tilde1")
     try:
-        assert open(far).read() == "x"
+        runner.put(local, "~/sub dir/f.txt")
+        assert runner.run("echo ~").stdout.strip() == str(far_home)
     finally:
-        os.remove(far)
-        os.rmdir(os.path.dirname(far))
+        runner.close()
+    assert (far_home / "sub dir" / "f.txt").read_text() == "x"
 
 
 def test_first_connection_pins_host_key_and_says_its_fingerprint(sshd, settings):

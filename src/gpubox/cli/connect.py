@@ -108,7 +108,9 @@ def jupyter(
     """
     from gpubox import box as lifecycle
     from gpubox import jupyter as jupyter_mod
+    from gpubox.validate import check_port
 
+    check_port(port)
     settings = load_settings()
     state = _state(settings)
     try:

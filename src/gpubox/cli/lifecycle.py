@@ -168,6 +168,14 @@ def up(
         str | None,
         typer.Option(help="Stop the box after this long idle: 30m, 2h, or off (default 60m)."),
     ] = None,
+    max_hours: Annotated[
+        str | None,
+        typer.Option(help="Also stop after this much uptime, busy or not: 8, 12h, or off (default off). Env: GPUBOX_MAX_HOURS."),
+    ] = None,
+    pre_stop: Annotated[
+        str | None,
+        typer.Option(help="Run this on the box before any stop, to save work: 'git -C ~/work push'. Env: GPUBOX_PRE_STOP."),
+    ] = None,
     setup: Annotated[
         bool, typer.Option("--setup/--no-setup", help="Set the host up and open Jupyter.")
     ] = True,
@@ -182,6 +190,25 @@ def up(
         typer.Option(help="Also forward this port of the box (PORT or LOCAL:REMOTE), e.g. 6006 "
                      "for TensorBoard; repeat for more. See `gpubox forward`."),
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Go on without asking, e.g. for an --ssh-from wider "
+                     "than 4096 addresses."),
+    ] = False,
+    volume: Annotated[
+        str | None,
+        typer.Option(
+            help="AWS: a data volume NAME[:GiB] that outlives the box, mounted at ~/data "
+            "(made once, encrypted gp3; grown when asked for more; see `gpubox volumes`)."
+        ),
+    ] = None,
+    retry_until_up: Annotated[
+        bool,
+        typer.Option("--retry-until-up", help="When AWS has no capacity anywhere tried, keep trying."),
+    ] = False,
+    max_wait: Annotated[
+        str, typer.Option(help="How long --retry-until-up keeps trying: 30m, 2h, 1h30m.")
+    ] = "2h",
 ) -> None:
     """Make a box (or start the one of that name), set it up, and open Jupyter.
 
@@ -204,13 +231,18 @@ def up(
     pname = lifecycle.infer_provider(
         provider,
         host=host,
-        aws_hint=bool(types or image or spot or region or max_price),
+        aws_hint=bool(types or image or spot or region or max_price or volume),
     )
     idle_minutes = settings.idle_stop_minutes
     if idle_stop is not None:
         from gpubox.idle import parse_idle_limit
 
         idle_minutes = parse_idle_limit(idle_stop)
+    if max_hours is not None:
+        from gpubox.idle import parse_max_hours
+
+        settings = dataclasses.replace(settings, max_hours=parse_max_hours(max_hours))
+    settings = settings.with_overrides(pre_stop=pre_stop)
     user = port_num = None
     host_name = host
     if host:
@@ -241,7 +273,17 @@ def up(
         key_path=key.expanduser() if key else None,
         idle_stop_minutes=idle_minutes,
         any_region=any_region,
+        volume=volume,
     )
+    from gpubox.validate import check_port, confirm_ssh_from
+
+    check_port(port)
+    if pname == "aws":
+        confirm_ssh_from(spec.ssh_from, yes=yes, confirm=render.confirm)
+    lifecycle.refuse_volume(spec)
+    from gpubox.capacity import Waiting, parse_max_wait
+
+    waiting = Waiting(parse_max_wait(max_wait)) if retry_until_up else None
     if pname == "aws" and spec.type is None:
         existing = None
         with _open_state(settings) as state:
@@ -254,7 +296,8 @@ def up(
             )
     specs = cluster.node_specs(spec, count, hosts if len(hosts) > 1 else ())
     started = time.monotonic()
-    with _open_state(settings) as state, _progress(f"bringing up '{name}'") as progress:
+    with _open_state(settings) as state, _progress(f"bringing up '{name}'") as progress, \
+            _say_if_billing(state, spec, settings):  # fmt: skip
         result = cluster.up(
             settings,
             state,
@@ -265,6 +308,7 @@ def up(
             local_port=port,
             on_progress=progress,
             on_step=_step_line,
+            waiting=waiting,
         )
     took = time.monotonic() - started
     box = result.box
@@ -276,6 +320,11 @@ def up(
                    f"run on all of them with: gpubox run {box.name} -- COMMAND")
     if forward:
         _forward_after_up(settings, box.name, forward)
+    _guard_notes(settings, spec, box, setup, result)
+    if result.volume is not None:
+        vol = result.volume.volume
+        render.say(f"volume '{vol.name}': {vol.size_gb} GiB in {vol.zone}, about "
+                   f"{render.money(vol.per_month, '/month')}; `gpubox down` keeps it")  # fmt: skip
     if not setup:
         render.say(f"connect with: gpubox ssh {box.name}")
         render.say(f"set it up with: gpubox up {box.name}")
@@ -297,6 +346,45 @@ def _forward_after_up(settings, name: str, specs: list[str]) -> None:
         _, endpoint = lifecycle.endpoint_for(settings, state, name)
         for opened in forwards.open_forwards(settings, state, name, endpoint, specs):
             render.say(f"forward: {opened.describe()}")
+@contextlib.contextmanager
+def _say_if_billing(state, spec, settings):
+    """An `up` that fails after the launch says the box bills, and what will stop it."""
+    from gpubox.errors import GpuboxError
+    from gpubox.guard import still_billing
+
+    try:
+        yield
+    except GpuboxError as exc:
+        step = state.last_step(spec.name)
+        note = still_billing(step[0] if step else None, spec, settings.max_hours)
+        if note:
+            exc.message += "\n" + note
+        raise
+
+
+def _guard_notes(settings, spec, box, setup, result=None):
+    """What guards the box: on AWS its guard from boot; elsewhere nothing until `autostop`."""
+    from gpubox.guard import cloud_init_note
+    from gpubox.idle import describe_hours, describe_limit
+
+    events = getattr(getattr(result, "setup", None), "events", ()) or ()
+    for event in events:
+        if event.step == "agent" and "cannot stop this machine" in (event.msg or ""):
+            render.error(f"'{box.name}' will NOT stop by itself: its guard cannot stop the machine",
+                         hint="set idle_stop_command, or allow passwordless `sudo shutdown` "
+                         "there; until then stop it yourself: gpubox stop " + box.name)  # fmt: skip
+
+    if box.provider == "aws":
+        if not setup and spec.idle_stop_minutes:
+            cap = f" or {describe_hours(settings.max_hours)} up" if settings.max_hours else ""
+            render.say(f"it stops itself after {describe_limit(spec.idle_stop_minutes)} idle{cap} "
+                       "(its guard was installed at first boot)")  # fmt: skip
+        note = cloud_init_note(spec.image)
+        if note:
+            render.warn(note)
+    elif settings.max_hours or settings.pre_stop:
+        render.warn(f"a {box.provider} box stops itself only after `gpubox autostop {box.name} "
+                    "1h --max-hours H`; --max-hours and --pre-stop apply from then")  # fmt: skip
 
 
 def _box_rows(boxes):
@@ -336,6 +424,10 @@ def status_cmd(
         # One box asked for by name: also what its idle agent says (one SSH command).
         idle = _idle_of(settings, state, boxes[0]) if name and refresh is not False else None
         open_forwards = _forwards_of(state, name) if name else []
+        if idle is not None:
+            from gpubox.idle import remember_failed_stop
+
+            remember_failed_stop(state, boxes[0].name, idle)
     if json_out:
         rows = [b.to_dict() for b in boxes]
         if idle is not None:
@@ -349,10 +441,9 @@ def status_cmd(
         return
     render.table(["name", "provider", "state", "type", "region", "address", "up", "$"], _box_rows(boxes))
     if idle is not None:
-        render.say(f"{boxes[0].name}: {idle.summary()}")
-        if idle.last_stop_reason:
-            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(idle.last_stop_at or 0))
-            render.say(f"last idle stop {when}: {idle.last_stop_reason}")
+        render.guard_report(boxes[0].name, idle)
+    else:
+        _failed_stops(settings, boxes)
     for f in open_forwards:
         render.say(f"{boxes[0].name}: forward {f.describe()}")
     for b in boxes:
@@ -360,6 +451,17 @@ def status_cmd(
             from gpubox.providers.aws.spot import Interruption
 
             render.warn(f"{b.name}: " + Interruption(action=b.get("interrupted")).describe(b.name))
+
+
+def _failed_stops(settings, boxes):
+    """A running box whose guard's last stop failed, as `status NAME` last saw it."""
+    from gpubox.idle import failed_stop
+
+    with _open_state(settings) as state:
+        for b in boxes:
+            said = failed_stop(state, b.name) if b.state.value == "running" else None
+            if said:
+                render.error(f"{b.name}: {said} (`gpubox status {b.name}` asks again)")
 
 
 app.command("ls", help="Alias of `status`.\n\nExample: gpubox ls")(status_cmd)
@@ -417,16 +519,46 @@ def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
 
 
 @app.command()
-def start(name: Annotated[str, typer.Argument(help="The box to start.")]) -> None:
+def start(
+    name: Annotated[str, typer.Argument(help="The box to start.")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="When AWS has no capacity, keep trying (with backoff).")
+    ] = False,
+    max_wait: Annotated[
+        str, typer.Option(help="How long --wait keeps trying: 30m, 2h, 1h30m.")
+    ] = "30m",
+    type: Annotated[
+        str | None,
+        typer.Option("--type", "-t", help="Start it as another GPU type (a resize; files kept)."),
+    ] = None,
+    move: Annotated[
+        bool,
+        typer.Option(
+            "--move",
+            help="When its zone has no capacity, bring it up in another zone of its region "
+            "(disk copied; the old instance is deleted only after a yes).",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With --move: delete the old instance without asking.")
+    ] = False,
+) -> None:
     """Start a stopped box again (billing resumes); its disk is as you left it.
 
-    Example: gpubox start box1
+    When AWS has no capacity for it: --wait, --type T or --move.
+
+    Example: gpubox start box1 --wait --max-wait 1h
     """
     from gpubox import cluster
+    from gpubox.capacity import Waiting, parse_max_wait
 
+    waiting = Waiting(parse_max_wait(max_wait)) if wait else None
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"starting '{name}'") as progress:
-        box = cluster.start(settings, state, name, on_progress=progress)
+        box = cluster.start(
+            settings, state, name, on_progress=progress, waiting=waiting,
+            instance_type=type, move=move, yes=yes, confirm=render.confirm,
+        )  # fmt: skip
     render.ok(f"'{box.name}' is {box.state.value} at {box.address or box.id}")
     render.say(f"open Jupyter with: gpubox jupyter {name}")
 
@@ -435,6 +567,12 @@ def start(name: Annotated[str, typer.Argument(help="The box to start.")]) -> Non
 def down(
     name: Annotated[str, typer.Argument(help="The box to terminate (AWS) or forget (ssh, local).")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for scripts.")] = False,
+    delete_volume: Annotated[
+        bool,
+        typer.Option(
+            "--delete-volume", help="Also delete its data volumes (kept by default), same yes."
+        ),
+    ] = False,
 ) -> None:
     """Terminate a box and delete its disk (AWS), or forget a host (ssh, local).
 
@@ -452,7 +590,8 @@ def down(
             _offer_image_first(settings, state, name)
         with _progress(f"taking '{name}' down") as progress:
             box = cluster.down(
-                settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress
+                settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress,
+                delete_volume=delete_volume,
             )
     verb = "terminated" if box.provider == "aws" else "forgot"
     render.ok(f"{verb} '{name}'")

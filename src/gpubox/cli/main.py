@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "money",
     "settings_cmd",
     "files",
+    "keep",
+    "volumes",
     "run",
 )
 

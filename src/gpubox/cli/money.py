@@ -249,6 +249,10 @@ def gc(
         aws_boxes = state.boxes("aws")
     keep = {b.name: b.id for b in aws_boxes}
     box_regions = {b.name: b.region for b in aws_boxes}
+    if region is not None:
+        from gpubox.validate import check_region
+
+        check_region(region, "from --region")
     if region and region not in used:
         render.warn(f"gpubox has no record of using {region}; looking there anyway")
     regions = [region] if region else used
@@ -284,30 +288,60 @@ def autostop(
             help="Stop after this long idle: 30m, 2h, 1h30m, or off. Leave out to see it."
         ),
     ] = None,
+    max_hours: Annotated[
+        str | None,
+        typer.Option(
+            "--max-hours",
+            help="Also stop after this much uptime, busy or not: 8, 12h, or off. Env: GPUBOX_MAX_HOURS.",
+        ),
+    ] = None,
 ) -> None:
-    """Set (or show) how long a box may sit idle before it stops itself.
+    """Set (or show) how long a box may sit idle before it stops itself, and its uptime cap.
 
-    Idle means: no Jupyter kernel busy or active, no SSH terminal in use, GPUs under 5%,
-    no keep-alive process. The box warns its users 5 minutes before it stops.
+    Idle means: no cell computing, no Jupyter or SSH terminal in use, no process of yours
+    using the CPU, GPUs under 5%, no `gpubox keep`. The box warns its users (in JupyterLab
+    and on terminals) 5 minutes before it stops. What the stop runs is the setting
+    idle_stop_command (default: power off); pre_stop runs first.
 
-    Example: gpubox autostop box1 2h
+    Example: gpubox autostop box1 2h --max-hours 12
     """
     from gpubox import box as lifecycle
-    from gpubox.idle import describe_limit, parse_idle_limit, read_idle_status, set_idle_limit
+    from gpubox.idle import (
+        describe_hours,
+        describe_limit,
+        parse_idle_limit,
+        parse_max_hours,
+        read_idle_status,
+        remember_failed_stop,
+        set_idle_limit,
+    )
     from gpubox.remote import ssh as remote_ssh
 
     minutes = parse_idle_limit(limit) if limit is not None else None
+    cap = parse_max_hours(max_hours) if max_hours is not None else None
     settings = load_settings()
     with _state(settings) as state:
         _, endpoint = lifecycle.endpoint_for(settings, state, name)
     runner = remote_ssh.runner_for(endpoint, settings, name)
-    if limit is not None:
-        message = set_idle_limit(runner, minutes)
+    if limit is not None or max_hours is not None:
+        answer = set_idle_limit(
+            runner, minutes, keep_limit=limit is None,
+            max_hours=None if max_hours is None else (cap or "off"), box_name=name,
+            stop_command=settings.idle_stop_command, pre_stop=settings.pre_stop,
+            pre_stop_minutes=settings.pre_stop_minutes if settings.pre_stop else None,
+        )  # fmt: skip
+        message = str(answer.get("message", ""))
+        if answer.get("can_stop") is False:
+            render.error(f"{name}: {message}", hint="set idle_stop_command (`gpubox config set "
+                         "idle_stop_command ...`), or allow passwordless `sudo shutdown` there")  # fmt: skip
+            raise typer.Exit(1)
         render.ok(f"{name}: {message}")
-        if minutes is None:
+        if limit is not None and minutes is None:
             render.warn(f"'{name}' now bills until you stop it: gpubox stop {name}")
-        else:
+        elif limit is not None:
             render.say(f"it stops itself after {describe_limit(minutes)} idle")
+        if cap is not None:
+            render.say(f"and after {describe_hours(cap)} of uptime, whatever it is doing")
         return
     status = read_idle_status(runner)
     if status is None:
@@ -315,12 +349,9 @@ def autostop(
             f"{name}: no idle agent on the box yet; `gpubox autostop {name} 60m` installs it"
         )
         return
-    render.say(f"{name}: {status.summary()}")
-    for reason in status.uncertain:
-        render.warn(f"cannot read Jupyter ({reason}); the limit counts double until it can")
-    if status.last_stop_reason:
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(status.last_stop_at or 0))
-        render.say(f"last idle stop {when}: {status.last_stop_reason}")
+    with _state(settings) as state:
+        remember_failed_stop(state, name, status)
+    render.guard_report(name, status)
 
 
 def _show_report(report) -> None:
@@ -339,6 +370,10 @@ def _show_report(report) -> None:
         render.table(["image", "region", "size", "$/month", "$ so far", "$ this month"],
                      [(i.name, i.region, f"{i.size_gb} GB", render.money(i.per_month, "/month"),
                        render.money(i.spent, ""), render.money(i.month, "")) for i in report.images])  # fmt: skip
+    if report.volumes:
+        render.say(f"data volumes: {len(report.volumes)}, "
+                   f"{sum(v.size_gb for v in report.volumes)} GiB, about "
+                   f"{render.money(report.volumes_per_month, '/month')} (`gpubox volumes`)")  # fmt: skip
     render.say(f"running now: {render.money(report.running_per_hour)}   kept while stopped: "
                f"{render.money(report.kept_per_month, '/month')}   this month so far: "
                f"{render.money(report.month_so_far, '')}")  # fmt: skip

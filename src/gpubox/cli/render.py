@@ -11,22 +11,30 @@ from typing import Any
 _console = None
 _err_console = None
 
+# Without a terminal (a pipe, a file, a CI log) nothing wraps or cuts: a table prints at
+# its natural width, however wide, so every ID, name, address and amount survives.
+NO_TERMINAL_WIDTH = 100_000
+
+
+def _make_console(stderr: bool):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else NO_TERMINAL_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
 
 def console():
     global _console
     if _console is None:
-        from rich.console import Console
-
-        _console = Console(highlight=False, soft_wrap=True)
+        _console = _make_console(stderr=False)
     return _console
 
 
 def err_console():
     global _err_console
     if _err_console is None:
-        from rich.console import Console
-
-        _err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+        _err_console = _make_console(stderr=True)
     return _err_console
 
 
@@ -66,7 +74,8 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     t = Table(title=title, header_style="bold", box=None, pad_edge=False)
     for column in columns:
         justify = "right" if column.startswith(("$", "#", "vCPU", "RAM", "GPU mem", "ms")) else "left"
-        t.add_column(column, justify=justify)
+        # On a narrow terminal a long value folds onto the next line; never "…".
+        t.add_column(column, justify=justify, overflow="fold")
     for row in rows:
         t.add_row(*("" if v is None else _escape(str(v)) for v in row))
     console().print(t)
@@ -116,3 +125,11 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def guard_report(name: str, status: Any) -> None:
+    """What a box's guard (the idle agent) says: watching or not, what it saw, its stops."""
+    say(f"{name}: {status.summary()}")
+    shown = {"say": say, "warn": warn, "error": error}
+    for level, line in status.report():
+        shown[level](line)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpubox.errors import HostUnreachable, InvalidInput
+from gpubox.remote.ssh_errors import classify_failure
+from gpubox.remote.ssh_options import base_options, host_key_alias
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -37,10 +39,6 @@ class HostKeyPin:
     @property
     def fingerprints(self) -> tuple[str, ...]:
         return tuple(fingerprint(k) for k in self.keys)
-
-
-def host_key_alias(name: str) -> str:
-    return f"gpubox-{name}"
 
 
 def fingerprint(key_line: str) -> str:
@@ -137,9 +135,6 @@ def scan_host_keys(endpoint: SshEndpoint, timeout: float = 10) -> list[str]:
 
 def _trust_through_jump(endpoint: SshEndpoint, settings: Settings, name: str) -> None:
     # ssh-keyscan cannot go through a jump host; let ssh itself record the new key.
-    from gpubox.remote.ssh import base_options
-    from gpubox.remote.ssh_errors import classify_failure
-
     argv = ["ssh", *base_options(endpoint, settings, name, multiplex=False)]
     argv = [a.replace("StrictHostKeyChecking=yes", "StrictHostKeyChecking=accept-new") for a in argv]
     argv += ["-T", "-l", endpoint.user, "--", endpoint.host, "true"]

@@ -10,22 +10,21 @@ can act on: unreachable, key refused, host key changed.
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import selectors
 import shlex
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpubox.errors import HostUnreachable, InvalidInput, RemoteCommandFailed
-from gpubox.remote.hostkeys import ensure_host_key, forget_host_key, host_key_alias
+from gpubox.remote.hostkeys import ensure_host_key, forget_host_key
 from gpubox.remote.runner import LocalRunner, Result, Runner, env_prefix, tail
 from gpubox.remote.ssh_config import include_in_user_config, write_ssh_config
 from gpubox.remote.ssh_errors import classify_failure
+from gpubox.remote.ssh_options import CONNECT_TIMEOUT, base_options, control_path
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -37,62 +36,7 @@ __all__ = [
     "write_ssh_config", "include_in_user_config",
 ]
 
-CONNECT_TIMEOUT = 10
 SSH_FAILED = 255  # ssh's own exit code for its own failures
-
-
-def control_path(endpoint: SshEndpoint, settings: Settings, name: str) -> str:
-    """A short socket path (the limit is 104 bytes) unique to box, address, user and key."""
-    folder = Path(tempfile.gettempdir()) / f"gpubox-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    identity = "\0".join(
-        str(x)
-        for x in (settings.data_dir, name, endpoint.user, endpoint.host, endpoint.port,
-                  endpoint.key_path, endpoint.proxy_jump)
-    )
-    return str(folder / hashlib.sha256(identity.encode()).hexdigest()[:20])
-
-
-def base_options(
-    endpoint: SshEndpoint,
-    settings: Settings,
-    name: str,
-    *,
-    multiplex: bool = True,
-    batch: bool = True,
-    connect_timeout: int = CONNECT_TIMEOUT,
-) -> list[str]:
-    """ssh options shared by every connection to the box (without destination or command)."""
-    opts = {
-        "BatchMode": "yes" if batch else "no",
-        "StrictHostKeyChecking": "yes",
-        "UserKnownHostsFile": str(settings.known_hosts_path),
-        "GlobalKnownHostsFile": "/dev/null",
-        "HostKeyAlias": host_key_alias(name),
-        "ConnectTimeout": str(connect_timeout),
-        "ServerAliveInterval": "15",
-        "ServerAliveCountMax": "4",
-        "LogLevel": "ERROR",
-    }
-    if multiplex:
-        opts.update(
-            ControlMaster="auto",
-            ControlPath=control_path(endpoint, settings, name),
-            ControlPersist="60s",
-        )
-    else:
-        opts.update(ControlMaster="no", ControlPath="none")
-    if endpoint.key_path is not None:
-        opts["IdentitiesOnly"] = "yes"
-    argv: list[str] = []
-    for key, value in opts.items():
-        argv += ["-o", f"{key}={value}"]
-    argv += ["-p", str(endpoint.port)]
-    if endpoint.key_path is not None:
-        argv += ["-i", str(endpoint.key_path)]
-    if endpoint.proxy_jump:
-        argv += ["-J", endpoint.proxy_jump]
-    return argv
 
 
 class SshRunner:

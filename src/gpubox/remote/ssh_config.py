@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpubox.errors import ConfirmationRequired
-from gpubox.remote.hostkeys import host_key_alias
+from gpubox.remote.ssh_options import host_key_alias
 
 if TYPE_CHECKING:
     from gpubox.config import Settings

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gpubox.errors import AuthenticationFailed, GpuboxError, HostUnreachable
-from gpubox.remote.hostkeys import host_key_alias
+from gpubox.remote.ssh_options import host_key_alias
 
 if TYPE_CHECKING:
     from gpubox.config import Settings

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from gpubox.errors import GpuboxError, InvalidInput
 from gpubox.remote.hostkeys import ensure_host_key
-from gpubox.remote.ssh import base_options
 from gpubox.remote.ssh_errors import classify_failure
+from gpubox.remote.ssh_options import base_options
 
 if TYPE_CHECKING:
     from gpubox.config import Settings

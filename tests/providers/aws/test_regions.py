@@ -242,3 +242,30 @@ def test_region_table_with_a_type_marks_the_region_up_would_pick(near_settings, 
     assert by_name["us-west-2"].on_demand == 0.805 and by_name["us-west-2"].spot is not None
     # Nearest first: the measured ones lead, in order of their delay.
     assert [r.name for r in rows[:3]] == ["us-west-2", "eu-west-1", "us-east-1"]
+
+
+def test_with_no_latency_and_no_region_configured_up_uses_us_east_1_and_says_why(
+    settings, state, ec2_for, monkeypatch
+):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")  # no region anywhere in the AWS configuration
+    blocked = dataclasses.replace(settings, latency_endpoint="tcp://127.0.0.1:9")  # no answer
+    choice = regions.choose_region(blocked, state, "g5.xlarge", ec2_for)
+    assert choice.region == "us-east-1" and choice.latency_ms is None
+    assert "could not be measured" in choice.why and "us-east-1" in choice.why
+    assert choice.alternatives[0] != "us-east-1"
+    rows = regions.region_table(blocked, state, ec2_for)
+    assert [r.name for r in rows if r.best] == ["us-east-1"]
+
+
+def test_with_no_latency_the_aws_configuration_region_comes_first(
+    settings, state, ec2_for, monkeypatch
+):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    blocked = dataclasses.replace(settings, latency_endpoint="tcp://127.0.0.1:9")
+    choice = regions.choose_region(blocked, state, "g5.xlarge", ec2_for)
+    assert choice.region == "eu-west-1" and "AWS configuration" in choice.why
+
+
+def test_a_measured_region_still_wins_over_the_fallback(near_settings, state, ec2_for):
+    choice = regions.choose_region(near_settings, state, "g5.xlarge", ec2_for)
+    assert choice.region == "us-west-2" and "ms from here" in choice.why

@@ -9,6 +9,7 @@ the next nearest region; one line per try; a region given up on is cleaned.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -105,6 +106,7 @@ def preflight(
     latency_text = (
         f" ({choice.latency_ms:.0f} ms from here)" if choice.latency_ms is not None else ""
     )
+    latency_text = f" ({choice.why})" if choice.why else latency_text
     lines = [f"region {choice.region}{latency_text}, zones {', '.join(choice.zones)}", quota_line]
     if spot_market:
         prices = {z: p for z, p in spot.current_prices(ec2, chosen_type).items() if z in zones}
@@ -242,6 +244,10 @@ def launch(provider: Any, spec: Any) -> Any:
             sq_for=lambda r: session.client(settings, "service-quotas", r),
             region=configured_region(settings, spec.region),
         )  # fmt: skip
+    if getattr(spec, "zone", None) in plan.zones:  # a data volume's zone first
+        plan = dataclasses.replace(
+            plan, zones=(spec.zone, *[z for z in plan.zones if z != spec.zone])
+        )
     for line in plan.lines:
         provider.say(line)
     regions_to_try = plan.alternatives if spec.any_region else configured_failover(settings)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpubox.providers.aws.images import IMAGE_TAG
-from gpubox.providers.aws.network import BOX_TAG, LIVE_STATES, tag_value
+from gpubox.providers.aws.network import BOX_TAG, LIVE_STATES, VOLUME_TAG, tag_value
 from gpubox.providers.aws.session import aws_errors, client, error_code
 from gpubox.providers.base import Progress
 
@@ -129,6 +129,8 @@ def _scan_region(
     for vol in ec2.describe_volumes(Filters=[*TAGGED, {"Name": "status", "Values": ["available"]}])[
         "Volumes"
     ]:
+        if tag_value(vol, VOLUME_TAG):
+            continue  # a named data volume outlives its boxes: `gpubox volumes` lists it
         per_gb = _storage_price(region, vol.get("VolumeType", "gp3"))
         out.append(Garbage("volume", vol["VolumeId"], region, tag_value(vol, BOX_TAG),
                            "not attached to any instance", vol["Size"] * per_gb,

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gpubox import guard
 from gpubox.errors import CapacityError, GpuboxError, InvalidInput
 from gpubox.providers.aws.network import (
     BOX_TAG,
@@ -107,6 +108,8 @@ def run_params(ctx: LaunchContext, spec: BoxSpec, instance_type: str, place: str
             {"ResourceType": "volume", "Tags": tags_for(spec.name, ctx.owner, "volume")},
         ],
         "ClientToken": client_token(spec.name, ctx.region, instance_type, place, ctx.attempt),
+        # The box's guard: cloud-init installs the idle agent at first boot (gpubox/guard.py).
+        "UserData": guard.user_data(ctx.settings, spec),
     }
     if place and place.startswith("subnet-"):
         params["SubnetId"] = place

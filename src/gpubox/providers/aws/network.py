@@ -30,6 +30,8 @@ def resource_name(box_name: str) -> str:
 BOX_TAG = "gpubox:box"
 OWNER_TAG = "gpubox:owner"
 KIND_TAG = "gpubox:kind"
+# A data volume's own name: it outlives every box it is attached to (volumes.py).
+VOLUME_TAG = "gpubox:volume"
 # A box of several instances (cluster.py): node 0's name, and each instance's rank.
 CLUSTER_TAG = "gpubox:cluster"
 NODE_TAG = "gpubox:node"

@@ -8,11 +8,12 @@ and security group that it made itself, and nothing it found already there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from gpubox.errors import GpuboxError, NotFound
+from gpubox.errors import CapacityError, GpuboxError, NotFound
 from gpubox.providers.aws import catalog, instances, keypairs, network, placement
 from gpubox.providers.aws.images import console_host_keys, resolve_image
 from gpubox.providers.aws.session import (
@@ -138,7 +139,34 @@ class AwsProvider:
         if existing is not None and existing.id and existing.region:
             # Still shutting down from an earlier `down`: let it go before making its successor.
             instances.wait_for(self.settings, existing.region, existing.id, "terminated")
-        return self._launch(spec)
+        return self._launch(self._near_volume(spec))
+
+    def _near_volume(self, spec: BoxSpec) -> BoxSpec:
+        """A box with a data volume that exists is launched in the volume's zone (first);
+        a request that cannot work (a shrink, another region, a volume in use) stops here."""
+        if not spec.volume or spec.zone:
+            return spec
+        from gpubox.providers.aws import volumes
+
+        request = volumes.parse_request(spec.volume)
+        found = volumes.find_volume(self.settings, self.regions(), request.name)
+        if found is None:
+            return spec
+        volumes.refuse_shrink(found, request.size_gb)
+        if spec.region and spec.region != found.region:
+            raise GpuboxError(
+                f"volume '{found.name}' is in {found.region}, not {spec.region}",
+                hint=f"pass --region {found.region}; gpubox moves a volume between zones, "
+                "not regions",
+            )
+        if found.instance_id:
+            raise GpuboxError(
+                f"volume '{found.name}' is attached to box '{found.box or found.instance_id}'",
+                hint=f"`gpubox down {found.box}` keeps the volume and lets it go"
+                if found.box else None,
+            )  # fmt: skip
+        self.say(f"volume '{found.name}' is in {found.zone}: launching there when it has room")
+        return dataclasses.replace(spec, region=found.region, zone=found.zone)
 
     def _launch(self, spec: BoxSpec) -> Box:
         """Preflight (region, offering, quota, price), then zones -> types -> regions."""
@@ -157,7 +185,7 @@ class AwsProvider:
         if not instance_type:
             raise GpuboxError("which GPU instance type?", hint="pass --type, e.g. g4dn.xlarge")
         with self.launch_context(spec, region, instance_type) as ctx:
-            inst = instances.launch_attempt(ctx, spec, instance_type, None)
+            inst = instances.launch_attempt(ctx, spec, instance_type, spec.zone)
         return self._box(region, inst)
 
     def _launch_node(self, spec: BoxSpec) -> Box:
@@ -275,8 +303,14 @@ class AwsProvider:
             instances.wait_for(self.settings, region, iid, "stopped", self.wait_delay)
         self._follow_caller(box, inst)
         self.say(f"starting {iid}")
-        with aws_errors(f"starting {iid}"):
-            client(self.settings, "ec2", region).start_instances(InstanceIds=[iid])
+        try:
+            # The launch client does not retry: real AWS sends no-capacity as HTTP 500.
+            with aws_errors(f"starting {iid}"):
+                client(self.settings, "ec2", region, purpose="launch").start_instances(
+                    InstanceIds=[iid]
+                )
+        except CapacityError as exc:
+            raise no_capacity_to_start(box, inst) from exc
         self.say(f"waiting for {iid} to run")
         done = instances.wait_for(self.settings, region, iid, "running", self.wait_delay)
         return self._box(region, done)
@@ -361,6 +395,60 @@ class AwsProvider:
 
     def monthly_storage_cost(self, box: Box) -> float:
         return monthly_storage_cost(box)
+
+    # changing size (resize.py) -------------------------------------------------
+    def plan_resize(self, box: Box, instance_type: str | None, disk_gb: int | None):
+        from gpubox.providers.aws import resize
+
+        return resize.plan(self.settings, box, self._current(box), instance_type, disk_gb)
+
+    def apply_resize(self, plan) -> None:
+        from gpubox.providers.aws import resize
+
+        resize.apply(self.settings, plan, self.say)
+
+    def move(self, box: Box, *, yes: bool = False, confirm=None):
+        """The stopped box up in another zone of its region (moves.py)."""
+        from gpubox.providers.aws import moves
+
+        return moves.move(self, box, yes=yes, confirm=confirm)
+
+    # data volumes (volumes.py) ------------------------------------------------
+    def attach_volume(self, box: Box, text: str):
+        """The data volume `text` ("NAME[:GiB]") made, grown or moved as needed, attached."""
+        from gpubox.providers.aws import volumes
+
+        owner = caller_identity(self.settings).get("Arn", "unknown")
+        return volumes.prepare(
+            self.settings, self.regions(), volumes.parse_request(text), self._current(box),
+            box.region or "", owner, self.say, self.wait_delay,
+        )  # fmt: skip
+
+    def data_volumes(self, box: Box) -> list:
+        from gpubox.providers.aws import volumes
+
+        if not box.id or not box.region:
+            return []
+        return volumes.attached_to(self.settings, box.region, box.id)
+
+    def delete_data_volume(self, volume) -> None:
+        from gpubox.providers.aws import volumes
+
+        # A terminated instance lets go of its volumes a moment after it is gone.
+        volumes.wait_available(self.settings, volume, self.wait_delay)
+        volumes.delete_volume(self.settings, volume, self.say, self.wait_delay)
+
+
+def no_capacity_to_start(box: Box, inst: dict) -> CapacityError:
+    """A stopped box AWS cannot start now, with the three ways out, each one a flag."""
+    zone = inst.get("Placement", {}).get("AvailabilityZone", box.region)
+    kind = inst.get("InstanceType", box.type)
+    return CapacityError(
+        f"AWS has no {kind} capacity in {zone} to start box '{box.name}' now",
+        hint=f"wait for it: `gpubox start {box.name} --wait [--max-wait 30m]`; another type: "
+        f"`gpubox start {box.name} --type g6.xlarge`; another zone (disk copied): "
+        f"`gpubox start {box.name} --move`",
+    )
 
 
 def monthly_storage_cost(box: Box) -> float:

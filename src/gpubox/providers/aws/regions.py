@@ -72,12 +72,28 @@ def zones_offering(ec2: Any, instance_type: str) -> list[str]:
     return sorted(o["Location"] for o in answer["InstanceTypeOfferings"])
 
 
-def rank(regions: Iterable[Region], latency: Mapping[str, float | None]) -> list[Region]:
-    """Enabled regions, nearest first; unmeasured ones last, by name."""
+def rank(
+    regions: Iterable[Region], latency: Mapping[str, float | None], first: str | None = None
+) -> list[Region]:
+    """Enabled regions, nearest first; unmeasured ones last: `first`, then by name."""
     usable = [r for r in regions if r.enabled]
     return sorted(
-        usable, key=lambda r: (latency.get(r.name) is None, latency.get(r.name) or 0.0, r.name)
-    )
+        usable,
+        key=lambda r: (latency.get(r.name) is None, latency.get(r.name) or 0.0,
+                       r.name != first, r.name),
+    )  # fmt: skip
+
+
+def fallback_region(settings: Settings) -> tuple[str, str]:
+    """Where to start when no region's latency could be measured (a firewall, a proxy):
+    the AWS configuration's region, else gpubox's default, us-east-1, the region with
+    the most GPU types and zones. Never the first name in the alphabet. (region, why)"""
+    from gpubox.providers.aws.session import DEFAULT_REGION, aws_session
+
+    configured = aws_session(settings).boto().region_name
+    if configured:
+        return configured, "the AWS configuration's region (AWS_REGION, AWS_DEFAULT_REGION or profile)"
+    return DEFAULT_REGION, f"gpubox's default, {DEFAULT_REGION}: the most GPU capacity"
 
 
 # ---- the choice `up` makes -------------------------------------------------------
@@ -90,6 +106,7 @@ class RegionChoice:
     latency_ms: float | None
     # Nearest first, the other enabled regions (for failover with --any-region).
     alternatives: tuple[str, ...] = ()
+    why: str = ""  # how it was chosen, said by `up` ("" for a configured region)
 
 
 def choose_region(
@@ -123,12 +140,22 @@ def choose_region(
         return RegionChoice(home, tuple(zones), latency.get(home), others)
     enabled = [r for r in all_regions if r.enabled]
     latency = latency_mod.latencies(settings, state, [r.name for r in enabled])
-    ranked = rank(enabled, latency)
+    measured = any(latency.get(r.name) is not None for r in enabled)
+    first, source = (None, "") if measured else fallback_region(settings)
+    ranked = rank(enabled, latency, first)
     for index, candidate in enumerate(ranked):
         zones = zones_offering(ec2_for(candidate.name), instance_type)
         if zones:
             others = tuple(r.name for r in ranked[index + 1 :])
-            return RegionChoice(candidate.name, tuple(zones), latency.get(candidate.name), others)
+            ms = latency.get(candidate.name)
+            if ms is not None:
+                why = f"the nearest offering {instance_type}, {ms:.0f} ms from here"
+            else:
+                why = (f"latency could not be measured ({settings.latency_endpoint} did not "
+                       f"answer), so {source}")  # fmt: skip
+                if candidate.name != first:
+                    why += f" ({first} does not offer {instance_type}; the next by name)"
+            return RegionChoice(candidate.name, tuple(zones), ms, others, why)
     raise NotFound(
         f"{instance_type} is not offered in any region this account can use",
         hint="check the name with `gpubox types`, or enable more regions in the AWS console",
@@ -177,7 +204,9 @@ def region_table(
         check_region(settings.region, all_regions)
     enabled = [r for r in all_regions if r.enabled]
     latency = latency_mod.latencies(settings, state, [r.name for r in enabled], refresh=refresh)
-    ordered = rank(enabled, latency) + [r for r in all_regions if not r.enabled]
+    measured = any(latency.get(r.name) is not None for r in enabled)
+    first = None if measured else fallback_region(settings)[0]
+    ordered = rank(enabled, latency, first) + [r for r in all_regions if not r.enabled]
 
     # Clients are made here, in one thread: making them is not thread-safe; using them is.
     clients = {r.name: ec2_for(r.name) for r in enabled} if instance_type else {}

@@ -99,23 +99,37 @@ class AwsSession:
             try:
                 self._session = boto3.Session(profile_name=self.settings.profile)
             except botocore.exceptions.ProfileNotFound as exc:
+                # The name may come from AWS_PROFILE rather than the setting: ask botocore.
+                name = exc.kwargs.get("profile") or self.settings.profile
                 raise CredentialsError(
-                    f"AWS profile '{self.settings.profile}' is not configured ({exc})",
+                    f"AWS profile '{name}' is not configured",
                     hint="run `aws configure --profile NAME`, or set `gpubox config profile`",
                 ) from None
         return self._session
 
     def default_region(self) -> str:
         """settings.region, else boto3's configured region, else us-east-1."""
-        if self.settings.region:
-            return self.settings.region
-        return self.boto().region_name or DEFAULT_REGION
+        from gpubox.validate import check_region
+
+        if self.settings.region is not None:
+            return check_region(self.settings.region, "from --region or the region setting")
+        configured = self.boto().region_name
+        if configured is not None:
+            return check_region(
+                configured, "from AWS_REGION, AWS_DEFAULT_REGION or the AWS profile's region"
+            )
+        return DEFAULT_REGION
 
     def client(self, service: str, region: str | None = None, purpose: str = "") -> Any:
         """A cached client. purpose="advice" retries once only; purpose="launch" gives an EC2 client that never retries by itself:
         real AWS sends InsufficientInstanceCapacity as HTTP 500, which botocore would
         otherwise retry silently for tens of seconds before saying anything."""
-        region = region or self.default_region()
+        if not region:
+            region = self.default_region()
+        else:
+            from gpubox.validate import check_region
+
+            check_region(region)  # before any call there: a typo is one line, not a DNS error
         key = (service, region, purpose)
         with self._lock:
             found = self._clients.get(key)

@@ -14,6 +14,10 @@ DEFAULTS = {
     "poll_seconds": 60,
     "gpu_threshold": 5.0,
     "stop_command": "",  # empty: shutdown (with sudo -n when not root)
+    "max_hours": None,  # stop after this much uptime, busy or not
+    "pre_stop": "",  # a command run before any stop (save work), as the box's user
+    "pre_stop_seconds": 300,
+    "box_name": "",
     "jupyter_url": "http://127.0.0.1:8888",
     "jupyter_token_file": "",
     "jupyter_runtime_dirs": [],
@@ -54,12 +58,27 @@ def load_config():
         config["stop_command"] = os.environ["GPUBOX_IDLE_STOP_COMMAND"]
     if os.environ.get("GPUBOX_JUPYTER_URL"):
         config["jupyter_url"] = os.environ["GPUBOX_JUPYTER_URL"]
+    if os.environ.get("GPUBOX_IDLE_POLL_SECONDS"):
+        config["poll_seconds"] = float(os.environ["GPUBOX_IDLE_POLL_SECONDS"])
     return config
+
+
+def clock():
+    """Now, in epoch seconds. GPUBOX_AGENT_CLOCK names a file holding the time instead:
+    how a test lets hours pass in a second without touching the machine's clock."""
+    fake = os.environ.get("GPUBOX_AGENT_CLOCK")
+    if fake:
+        try:
+            with open(fake) as handle:
+                return float(handle.read().strip())
+        except (OSError, ValueError):
+            pass
+    return time.time()
 
 
 def log(message, now=None):
     os.makedirs(path("logs"), exist_ok=True)
-    stamp = datetime.datetime.fromtimestamp(now or time.time(), datetime.timezone.utc)  # noqa: UP017 (runs on Python 3.8)
+    stamp = datetime.datetime.fromtimestamp(now or clock(), datetime.timezone.utc)  # noqa: UP017 (runs on Python 3.8)
     with open(path("logs", "idle.log"), "a") as handle:
         handle.write(stamp.strftime("%Y-%m-%dT%H:%M:%SZ") + " " + message + "\n")
 

@@ -5,18 +5,22 @@ Standard library only, Python >= 3.8: it runs on whatever python3 the host has,
 before (and whether or not) the bootstrap's environment exists.
 
   idle.py check     one poll: read the signals, update state/idle.json, warn at
-                    limit - 5 min, stop at the limit
-  idle.py install --idle-minutes N|off
+                    limit - 5 min, stop at the limit (or at max_hours of uptime);
+                    a stop runs pre_stop first, and a stop that fails is kept in
+                    the state and asked again at the next poll (idle_stop.py)
+  idle.py install [--idle-minutes N|off] [--max-hours H|off] [--pre-stop CMD]
                     write the config and schedule `check` (systemd timer, else a
-                    crontab entry, else a nohup loop), or unschedule it with off
+                    crontab entry, else a nohup loop), or unschedule it with off;
+                    the same schedule is updated in place
   idle.py status    JSON for the gpubox client (fresh readings, nothing acted on)
   idle.py loop      what the nohup fallback runs: check, sleep, forever
-  idle.py keep-alive PID
-                    keep the box up while process PID lives
 
-A box is idle only when, for the whole window, no Jupyter kernel was busy or
-active, no interactive SSH terminal saw input or output, every GPU stayed under
-the threshold and no keep-alive process lived. On AWS the stop is an OS shutdown;
+A box is idle only when, for the whole window, no Jupyter kernel worked (busy AND
+using the CPU) or had activity, no JupyterLab or SSH terminal saw input or output,
+no process of the box's users used the CPU, every GPU stayed under the threshold
+and no gpubox-keep held it (keep.py). A reading that fails is unknown, never busy:
+the limit then counts double. The warning goes to `wall` and into JupyterLab
+(jupyter_notice.py). On AWS the stop is an OS shutdown;
 the instance's shutdown behaviour "stop" keeps the disk, and no AWS credentials
 are needed on the box. Files live under ~/.gpubox (GPUBOX_AGENT_HOME moves them).
 """
@@ -34,25 +38,26 @@ import time
 # Run as a script the folder is on sys.path already; imported (tests, the client) it is not.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from agent_files import load_config, log, path, pid_alive, read_json, write_json  # noqa: E402
+from agent_files import clock, load_config, log, path, read_json, write_json  # noqa: E402
 from idle_decision import decide  # noqa: E402
-from idle_schedule import install  # noqa: E402
+from idle_schedule import can_stop, health, install  # noqa: E402
 from idle_signals import read_signals  # noqa: E402
-
-NOTICE_NAME = "GPUBOX-IDLE-STOP-SOON.txt"
+from idle_stop import cap_actions, merge, stop, stop_command  # noqa: E402
+from keep import install_command  # noqa: E402
 
 
 # --- acting --------------------------------------------------------------------
-def default_stop_command():
-    return "shutdown -h now" if os.geteuid() == 0 else "sudo -n shutdown -h now"
+def jupyter_notice(action, *args):
+    """write_notice / clear_notice of the JupyterLab banner, where it was shipped (a
+    guard installed from the instance's small user data may have only `wall`)."""
+    try:
+        import jupyter_notice as notice
+    except ImportError:
+        return
+    getattr(notice, action)(*args)
 
 
-def notice_dirs(config, signals):
-    dirs = list(config.get("notice_dirs") or []) + list(signals.get("jupyter_roots", []))
-    return sorted(set(os.path.expanduser(d) for d in dirs if d))
-
-
-def act(config, signals, actions, now):
+def act(config, signals, actions, now, state=None):
     for kind, text in actions:
         if kind == "warn":
             log("warning: " + text, now)
@@ -60,47 +65,36 @@ def act(config, signals, actions, now):
                 subprocess.run(
                     ["wall"], input=text + "\n", text=True, capture_output=True, timeout=20
                 )
-            for folder in notice_dirs(config, signals):
-                try:
-                    with open(os.path.join(folder, NOTICE_NAME), "w") as handle:
-                        handle.write(text + "\n")
-                except OSError:
-                    pass
+            jupyter_notice("write_notice", text, now)  # the banner in the open JupyterLab page
         elif kind == "clear":
-            for folder in notice_dirs(config, signals):
-                try:
-                    os.remove(os.path.join(folder, NOTICE_NAME))
-                except OSError:
-                    pass
+            jupyter_notice("clear_notice")
         elif kind == "stop":
-            command = config.get("stop_command") or default_stop_command()
-            log("stop: " + text + "; running: " + command, now)
-            done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                log(
-                    f"stop command failed ({done.returncode}): "
-                    + (done.stdout + done.stderr).strip()[-300:]
-                )
+            stop(config, state if state is not None else {}, text, now)
 
 
 def check(now=None):
     config = load_config()
-    now = time.time() if now is None else now
-    signals = read_signals(config)
+    now = clock() if now is None else now
+    signals = read_signals(config, now)
     state_file = path("state", "idle.json")
     state, actions = decide(config, read_json(state_file, {}), signals, now)
+    state, capped = cap_actions(config, state, signals, now)  # with idle stop on or off
+    actions = merge(actions, capped)
     state["signals"] = signals
-    write_json(state_file, state)
-    act(config, signals, actions, now)
+    write_json(state_file, state)  # first: a stop that works may end this process
+    act(config, signals, actions, now, state)
+    if any(kind == "stop" for kind, _ in actions):
+        write_json(state_file, state)  # the stop's outcome (and pre_stop's output)
     return state, actions
 
 
 def status(now=None):
     """What the client shows: the stored state plus a fresh look, acting on nothing."""
     config = load_config()
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     stored = read_json(path("state", "idle.json"), {})
-    fresh, _ = decide(config, stored, read_signals(config), now)
+    signals = read_signals(config, now, remember=False)
+    fresh, _ = decide(config, stored, signals, now)
     tail = []
     try:
         with open(path("logs", "idle.log")) as handle:
@@ -117,9 +111,19 @@ def status(now=None):
         "idle_seconds": fresh.get("idle_seconds"),
         "busy": fresh.get("busy", []),
         "uncertain": fresh.get("uncertain", []),
+        "unknown": fresh.get("uncertain", []),
         "last_check": stored.get("last_check"),
         "warned_at": stored.get("warned_at"),
         "last_stop": stored.get("last_stop"),
+        "stop_failed": stored.get("stop_failed"),
+        "pre_stop": stored.get("pre_stop"),
+        "pre_stop_command": config.get("pre_stop") or None,
+        "max_hours": config.get("max_hours"),
+        "uptime_seconds": now - signals["boot_time"] if signals.get("boot_time") else None,
+        "stop_command": stop_command(config),
+        "can_stop": can_stop(config),
+        "box_name": config.get("box_name") or None,
+        "health": health(config, stored, now),
         "log_tail": tail,
     }
 
@@ -133,31 +137,25 @@ def loop():
         time.sleep(float(load_config()["poll_seconds"]))
 
 
-def keep_alive(pid):
-    if not pid_alive(pid):
-        raise SystemExit(f"no process {pid}")
-    os.makedirs(path("keep-alive"), exist_ok=True)
-    with open(path("keep-alive", str(pid)), "w") as handle:
-        handle.write(str(pid))
-    print(f"the box stays up while process {pid} runs")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="idle.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("check", help="one poll: read the signals, warn or stop")
     sub.add_parser("status", help="JSON for the gpubox client")
     sub.add_parser("loop", help="check every poll_seconds, forever")
-    keep = sub.add_parser("keep-alive", help="keep the box up while process PID runs")
-    keep.add_argument("pid", type=int)
     inst = sub.add_parser("install", help="configure and schedule the checks")
-    inst.add_argument("--idle-minutes", required=True, help="minutes, or off")
+    inst.add_argument("--idle-minutes", help="minutes, or off (default: as it is)")
     inst.add_argument("--warn-minutes", type=float)
     inst.add_argument("--poll-seconds", type=float)
     inst.add_argument("--stop-command", help="instead of shutdown (tests record the call)")
+    inst.add_argument("--max-hours", help="stop after this many hours of uptime, busy or not; off")
+    inst.add_argument("--pre-stop", help="a command run before any stop (save work)")
+    inst.add_argument("--pre-stop-seconds", type=float, help="pre_stop's time limit")
+    inst.add_argument("--run-as", help="the user the systemd check runs as (default: this one)")
     inst.add_argument("--jupyter-url")
     inst.add_argument("--jupyter-token-file")
-    inst.add_argument("--notice-dir", action="append", help="where the warning file goes")
+    inst.add_argument("--notice-dir", action="append", help="(unused: the warning shows in JupyterLab)")
+    inst.add_argument("--box-name", help="the box's name in gpubox, for the warning's commands")
     inst.add_argument("--mode", default="auto", choices=["auto", "systemd", "cron", "loop", "none"])
     args = parser.parse_args(argv)
     if args.command == "check":
@@ -167,10 +165,10 @@ def main(argv=None):
         print(json.dumps(status()))
     elif args.command == "loop":
         loop()
-    elif args.command == "keep-alive":
-        keep_alive(args.pid)
     elif args.command == "install":
         install(args)
+        jupyter_notice("clear_notice")  # a new limit starts a fresh count: no old warning holds
+        log(f"gpubox-keep: {install_command() or 'could not be put on the PATH'}")
     else:
         parser.print_help()
         return 2

@@ -8,9 +8,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 
-from agent_files import agent_home, load_config, log, path, pid_alive, read_json, write_json
+from agent_files import agent_home, clock, load_config, log, path, pid_alive, read_json, write_json
 from idle_decision import minutes_text
 
 CRON_MARK = "# gpubox-idle"
@@ -34,6 +33,17 @@ def can_be_root():
     return subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
 
 
+def can_stop(config):
+    """Whether the stop command can work: a command of the user's own is trusted; the
+    default power-off needs root or passwordless sudo."""
+    return bool(config.get("stop_command")) or can_be_root()
+
+
+def systemd_dir():
+    # GPUBOX_SYSTEMD_DIR: a test's scratch root instead of the real /etc.
+    return os.environ.get("GPUBOX_SYSTEMD_DIR") or "/etc/systemd/system"
+
+
 def check_command():
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle.py")
     return [sys.executable or "python3", script, "check"]
@@ -44,7 +54,8 @@ def unit_texts(config, user, env):
     from boot on (so it survives reboots)."""
     service = (
         "[Unit]\nDescription=gpubox idle auto-stop check\n\n[Service]\nType=oneshot\n"
-        "User={}\n{}ExecStart={}\n".format(
+        # pre_stop may take its five minutes before the stop; a hung check must end.
+        "TimeoutStartSec=30min\nUser={}\n{}ExecStart={}\n".format(
             user,
             "".join(f"Environment={shlex.quote(e)}\n" for e in env),
             " ".join(shlex.quote(a) for a in check_command()),
@@ -59,12 +70,12 @@ def unit_texts(config, user, env):
     return service, timer
 
 
-def install_systemd(config):
-    user = os.environ.get("USER") or ""
+def install_systemd(config, run_as=None):
+    user = run_as or os.environ.get("USER") or ""
     try:
         import pwd
 
-        user = pwd.getpwuid(os.geteuid()).pw_name
+        user = run_as or pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError):
         pass
     env = ["GPUBOX_AGENT_HOME=" + agent_home()]
@@ -73,7 +84,7 @@ def install_systemd(config):
     service, timer = unit_texts(config, user, env)
     for name, text in ((UNIT + ".service", service), (UNIT + ".timer", timer)):
         subprocess.run(
-            as_root(["tee", "/etc/systemd/system/" + name]),
+            as_root(["tee", os.path.join(systemd_dir(), name)]),
             input=text,
             text=True,
             capture_output=True,
@@ -160,40 +171,86 @@ MODE_WORDS = {
 }
 
 
+def health(config, stored, now):
+    """Is the guard watching? Its schedule is in place and its last look is recent."""
+    if not config.get("enabled") and not config.get("max_hours"):
+        return {"running": False, "why": "auto-stop is off"}
+    mode = config.get("mode", "none")
+    scheduled, why = True, ""
+    if mode == "systemd":
+        done = subprocess.run(
+            ["systemctl", "is-active", UNIT + ".timer"], capture_output=True, text=True
+        )
+        scheduled, why = done.returncode == 0, "the systemd timer is " + done.stdout.strip()
+    elif mode == "cron":
+        scheduled = shutil.which("crontab") is not None and any(
+            CRON_MARK in line
+            for line in subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout.splitlines()
+        )
+        why = "its crontab entry is gone"
+    elif mode == "loop":
+        scheduled = bool(pid_alive(read_json(path("state", "idle-loop.json"), {}).get("pid") or 0))
+        why = "its background loop is not running (a reboot ends it)"
+    elif mode == "none":
+        scheduled, why = False, "nothing runs the checks"
+    last = stored.get("last_check")
+    late = float(config.get("poll_seconds", 60)) * 3 + 90
+    if scheduled and last is not None and now - last > late:
+        scheduled, why = False, f"its last look was {int(now - last)}s ago"
+    return {"running": scheduled, "why": "" if scheduled else why, "last_check": last}
+
+
 def install(args):
     config = load_config()
-    unschedule(config.get("mode", "none"))
-    off = str(args.idle_minutes).lower() in ("off", "none", "never")
-    if not off:
+    old_mode = config.get("mode", "none")
+    if args.idle_minutes is None:  # only other settings change
+        off = not config.get("enabled") or old_mode == "none"
+    else:
+        off = str(args.idle_minutes).lower() in ("off", "none", "never")
+    if not off and args.idle_minutes is not None:
         minutes = float(args.idle_minutes)
         if minutes <= 0:
             raise SystemExit("idle minutes must be above 0, or off")
         config["idle_minutes"] = minutes
     config["enabled"] = not off
+    if getattr(args, "max_hours", None) is not None:
+        cap = str(args.max_hours).lower()
+        config["max_hours"] = None if cap in ("off", "none", "never", "") else float(cap)
+        if config["max_hours"] is not None and config["max_hours"] <= 0:
+            raise SystemExit("max hours must be above 0, or off")
     for key in (
         "warn_minutes",
         "poll_seconds",
         "stop_command",
         "jupyter_url",
         "jupyter_token_file",
+        "pre_stop",
+        "pre_stop_seconds",
+        "box_name",
     ):
-        value = getattr(args, key)
+        value = getattr(args, key, None)
         if value is not None:
             config[key] = value
     if os.environ.get("JUPYTER_RUNTIME_DIR"):
         config["jupyter_runtime_dirs"] = [os.environ["JUPYTER_RUNTIME_DIR"]]
     if args.notice_dir:
         config["notice_dirs"] = args.notice_dir
-    mode = "none" if off else choose_mode(args.mode)
+    # The checks run while either limit is on: the idle limit or the uptime cap.
+    watched = not off or bool(config.get("max_hours"))
+    mode = choose_mode(args.mode) if watched else "none"
+    # The same way of scheduling is updated in place (the guard installed at boot keeps
+    # watching while the bootstrap changes its settings); another one replaces it.
+    if mode != old_mode:
+        unschedule(old_mode)
     config["mode"] = mode
     write_json(path("state", "idle-config.json"), config)
     # A new limit starts a fresh count, so a lowered limit never stops a box at once.
     state = read_json(path("state", "idle.json"), {})
-    state.update(last_active=time.time(), warned_at=None, stop_requested_at=None)
+    state.update(last_active=clock(), warned_at=None, stop_requested_at=None)
     write_json(path("state", "idle.json"), state)
     if mode == "systemd":
         try:
-            install_systemd(config)
+            install_systemd(config, getattr(args, "run_as", None))
         except (OSError, subprocess.SubprocessError) as exc:
             # A box that must never bill by surprise still gets a watch: the next best one.
             log(f"systemd timer failed ({exc!r}); falling back")
@@ -204,11 +261,19 @@ def install(args):
         install_cron()
     elif mode == "loop":
         install_loop()
+    stoppable = not watched or can_stop(config)
     if off:
         message = "idle auto-stop is off"
     else:
-        message = "idle auto-stop after {}, checked by {}".format(
-            minutes_text(config["idle_minutes"] * 60), MODE_WORDS[mode]
-        )
+        message = "idle auto-stop after {}".format(minutes_text(config["idle_minutes"] * 60))
+    if config.get("max_hours"):
+        message += "; stops after {:g}h of uptime whatever it does".format(config["max_hours"])
+    if watched:
+        message += ", checked by " + MODE_WORDS[mode]
+        if not stoppable:
+            message += (
+                "; BUT it cannot stop this machine: no root and no passwordless sudo for "
+                "`shutdown` (set idle_stop_command, or allow `sudo -n shutdown`)"
+            )
     log("install: " + message)
-    print(json.dumps({"enabled": not off, "mode": mode, "message": message}))
+    print(json.dumps({"enabled": not off, "mode": mode, "can_stop": stoppable, "message": message}))

@@ -1,4 +1,9 @@
-"""What the idle agent reads on the box: Jupyter kernels, SSH terminals, GPUs, keep-alives."""
+"""What the idle agent reads on the box: Jupyter kernels and terminals, SSH terminals,
+GPUs, processes that use the CPU, and gpubox-keep markers.
+
+A reading that cannot be taken is never guessed: it goes into "unknown" with the
+reason, and the decision then waits twice the limit (idle_decision.py).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,15 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from agent_files import path, pid_alive, read_json
+from agent_files import path, pid_alive, read_json, write_json
+from keep import live_markers
+from proc_table import cpu_usage, read_processes
+
+# A process of the box's users that used this much of a core since the last poll is
+# work (a `nohup python train.py`, a loop in tmux).
+PROCESS_CPU_PERCENT = 20.0
+JUPYTER_SERVER_WORDS = ("jupyter-lab", "jupyter-server", "jupyter-notebook", "jupyterlab",
+                        "jupyter_server", "jupyter lab", "jupyter server", "jupyter notebook")  # fmt: skip
 
 
 def parse_iso(text):
@@ -28,7 +41,7 @@ def parse_iso(text):
 
 
 def jupyter_servers(config):
-    """(url, token, root_dir) of each Jupyter server: the runtime files, then the config."""
+    """(url, token, root_dir, pid) of each Jupyter server: the runtime files, then the config."""
     dirs = list(config.get("jupyter_runtime_dirs") or [])
     if os.environ.get("JUPYTER_RUNTIME_DIR"):
         dirs.append(os.environ["JUPYTER_RUNTIME_DIR"])
@@ -41,7 +54,7 @@ def jupyter_servers(config):
             if not url or url in seen or not pid_alive(info.get("pid")):
                 continue
             seen.add(url)
-            servers.append((url, info.get("token") or "", info.get("root_dir") or ""))
+            servers.append((url, info.get("token") or "", info.get("root_dir") or "", info.get("pid")))
     url = (config.get("jupyter_url") or "").rstrip("/")
     if url and url not in seen:
         token = os.environ.get("GPUBOX_JUPYTER_TOKEN", "")
@@ -49,40 +62,52 @@ def jupyter_servers(config):
         if not token and token_file and os.path.exists(os.path.expanduser(token_file)):
             with open(os.path.expanduser(token_file)) as handle:
                 token = handle.read().strip()
-        servers.append((url, token, ""))
+        servers.append((url, token, "", None))
     return servers
 
 
-def read_kernels(config):
-    """Kernels of every Jupyter server; errors say which server could not be read."""
-    kernels, errors, roots = [], [], []
-    for url, token, root in jupyter_servers(config):
-        request = urllib.request.Request(url + "/api/kernels")
-        if token:
-            request.add_header("Authorization", "token " + token)
+def _get_json(url, token):
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", "token " + token)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read().decode())
+
+
+def read_jupyter(config):
+    """Kernels and terminals of every Jupyter server; errors say which could not be read."""
+    kernels, terminals, errors, roots, pids = [], [], [], [], []
+    for url, token, root, pid in jupyter_servers(config):
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                listing = json.loads(response.read().decode())
+            listing = _get_json(url + "/api/kernels", token)
         except urllib.error.HTTPError as exc:
-            errors.append(f"{url}: HTTP {exc.code}")
+            errors.append(f"Jupyter at {url}: HTTP {exc.code}")
             continue
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, ConnectionRefusedError):
                 continue  # no server there: no kernels, nothing to judge
-            errors.append(f"{url}: {reason}")
+            errors.append(f"Jupyter at {url}: {reason}")
             continue
         if root:
             roots.append(root)
+        if pid:
+            pids.append(int(pid))
         for kernel in listing:
-            kernels.append(
-                {
-                    "id": kernel.get("id", "")[:8],
-                    "state": kernel.get("execution_state", ""),
-                    "last_activity": parse_iso(kernel.get("last_activity")),
-                }
-            )
-    return kernels, errors, roots
+            kernels.append({"id": kernel.get("id", ""), "state": kernel.get("execution_state", ""),
+                            "last_activity": parse_iso(kernel.get("last_activity"))})  # fmt: skip
+        try:
+            found = _get_json(url + "/api/terminals", token)
+        except urllib.error.HTTPError:
+            found = []  # terminals switched off on this server: none to count
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            errors.append(f"Jupyter terminals at {url}: {getattr(exc, 'reason', exc)}")
+            found = []
+        for terminal in found:
+            terminals.append({"name": terminal.get("name", ""),
+                              "last_activity": parse_iso(terminal.get("last_activity"))})  # fmt: skip
+    return {"kernels": kernels, "terminals": terminals, "errors": errors, "roots": roots,
+            "server_pids": pids}  # fmt: skip
 
 
 def read_ssh_sessions():
@@ -107,36 +132,26 @@ def read_ssh_sessions():
 
 
 def read_gpu_utilisation():
-    """Per-GPU utilisation in percent, or None where there is no nvidia-smi."""
+    """(per-GPU utilisation in percent or None where there is no nvidia-smi, error or None)."""
     smi = shutil.which("nvidia-smi")
     if not smi:
-        return None
+        return None, None
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             [smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-        return [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return [100.0]  # a GPU we cannot read might be working: never stop on it
-
-
-def read_keep_alive():
-    live = []
-    for marker in glob.glob(path("keep-alive", "*")):
-        try:
-            with open(marker) as handle:
-                pid = handle.read().strip()
-        except OSError:
-            continue
-        if pid_alive(pid):
-            live.append(int(pid))
-        else:
-            os.remove(marker)  # its process is gone: it keeps nothing alive
-    return live
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"GPU: nvidia-smi did not run ({exc})"
+    words = done.stdout.split()
+    if done.returncode != 0 or not words:
+        said = " ".join((done.stdout + done.stderr).split())[:200] or "no output"
+        return None, f"GPU: nvidia-smi failed (exit {done.returncode}): {said}"
+    try:
+        return [float(v) for v in words], None
+    except ValueError:
+        # "[N/A]" or "[Unknown Error]": a GPU that cannot say what it does.
+        return None, "GPU: nvidia-smi gave no utilisation: " + " ".join(words)[:200]
 
 
 def boot_time():
@@ -150,14 +165,83 @@ def boot_time():
     return None
 
 
-def read_signals(config):
-    kernels, errors, roots = read_kernels(config)
+def _is_jupyter_server(command):
+    return any(word in command for word in JUPYTER_SERVER_WORDS)
+
+
+def read_cpu_work(config, kernels, server_pids, now, remember):
+    """Each kernel's CPU share (set on the kernel dicts) and the user processes at work.
+
+    CPU shares are measured since the previous poll: the sample is kept in
+    state/cpu-sample.json between polls (`remember`; a status look leaves it alone).
+    """
+    procs, error = read_processes(config.get("proc_dir") or "/proc")
+    if error:
+        for kernel in kernels:
+            kernel["cpu_percent"] = None
+        return [], ["processes: " + error]
+    sample_file = path("state", "cpu-sample.json")
+    usage = cpu_usage(procs, read_json(sample_file, {}), now)
+    if remember:
+        write_json(sample_file, {"at": now, "procs": {str(p["pid"]): [p["start"], p["ticks"]]
+                                                      for p in procs}})  # fmt: skip
+    unknown = []
+    by_kernel = {}
+    for proc in procs:
+        for word in proc["command"].split():
+            name = os.path.basename(word)
+            if name.startswith("kernel-") and name.endswith(".json"):
+                by_kernel[name[len("kernel-"):-len(".json")]] = proc["pid"]
+    for kernel in kernels:
+        pid = by_kernel.get(kernel["id"])
+        kernel["pid"] = pid
+        kernel["cpu_percent"] = usage.get(pid) if pid else None
+        if kernel["state"] == "busy" and pid is None:
+            unknown.append(f"kernel {kernel['id'][:8]}: its process was not found")
+    # Kernels a server lists are judged above; a kernel process no server lists (its
+    # server died) is judged like any other process.
+    listed = {kernel["pid"] for kernel in kernels if kernel["pid"]}
+    skip = set(server_pids) | listed | {os.getpid(), os.getppid()}
+    limit = float(config.get("process_cpu_percent", PROCESS_CPU_PERCENT))
+    working = []
+    for proc in procs:
+        percent = usage.get(proc["pid"])
+        if percent is None or percent < limit or proc["pid"] in skip:
+            continue
+        if not counts_as_person(config, proc["uid"]) or not proc["command"]:
+            continue
+        if _is_jupyter_server(proc["command"]):
+            continue
+        working.append({"pid": proc["pid"], "uid": proc["uid"], "cpu_percent": round(percent, 1),
+                        "command": proc["command"][:80]})  # fmt: skip
+    return working, unknown
+
+
+def counts_as_person(config, uid):
+    """Whose processes are work: the setting `process_uids` when given; else people, that
+    is every uid from 1000 up but 65534 (nobody). Root and the system accounts below
+    1000 run daemons (apt, snapd, drivers) that must not keep a box billing."""
+    if config.get("process_uids") is not None:
+        return uid in config["process_uids"]
+    return uid >= 1000 and uid != 65534
+
+
+def read_signals(config, now, remember=True):
+    jupyter = read_jupyter(config)
+    gpus, gpu_error = read_gpu_utilisation()
+    processes, cpu_unknown = read_cpu_work(config, jupyter["kernels"], jupyter["server_pids"],
+                                           now, remember)  # fmt: skip
+    unknown = jupyter["errors"] + cpu_unknown + ([gpu_error] if gpu_error else [])
+    for kernel in jupyter["kernels"]:
+        kernel["id"] = kernel["id"][:8]
     return {
-        "kernels": kernels,
-        "jupyter_errors": errors,
-        "jupyter_roots": roots,
+        "kernels": jupyter["kernels"],
+        "terminals": jupyter["terminals"],
+        "jupyter_roots": jupyter["roots"],
         "ssh_sessions": read_ssh_sessions(),
-        "gpu_utilisation": read_gpu_utilisation(),
-        "keep_alive": read_keep_alive(),
+        "gpu_utilisation": gpus,
+        "processes": processes,
+        "keep": live_markers(now),
+        "unknown": unknown,
         "boot_time": boot_time(),
     }

@@ -93,6 +93,34 @@ def check_once(metadata: Metadata, record: Path) -> dict | None:
     return notice
 
 
+def pre_stop_seconds(notice: dict, configured: float, now: float | None = None) -> float:
+    """What the two-minute notice leaves for pre_stop: until 15 s before the stop, at most
+    the configured limit (100 s when the notice's time cannot be read)."""
+    now = time.time() if now is None else now
+    try:
+        when = datetime.datetime.strptime(notice["time"], "%Y-%m-%dT%H:%M:%SZ")
+        left = when.replace(tzinfo=datetime.timezone.utc).timestamp() - now - 15  # noqa: UP017
+    except (KeyError, TypeError, ValueError):
+        left = 100.0
+    return max(5.0, min(float(configured), left))
+
+
+def pre_stop_on_notice(notice: dict) -> None:
+    """The idle agent's pre_stop (save work), within what the notice allows."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        from agent_files import load_config
+        from idle_stop import run_pre_stop
+    except ImportError:  # the idle agent is not on this box
+        return
+    config = load_config()
+    if config.get("pre_stop"):
+        limit = pre_stop_seconds(notice, config.get("pre_stop_seconds") or 300)
+        run_pre_stop(config, "spot interruption notice", time.time(), limit)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Record the spot interruption notice.")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
@@ -108,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             notice = None
         if notice is not None:
             print(f"spot_watch: interruption notice: {json.dumps(notice)}", flush=True)
+            pre_stop_on_notice(notice)
             subprocess.run(["sync"], check=False)
             if args.on_notice:
                 subprocess.run(args.on_notice, shell=True, check=False)

@@ -13,7 +13,8 @@
 #   GPUBOX_NOTEBOOKS_URL        the book's notebooks zip
 #   GPUBOX_JUPYTER_PORT, GPUBOX_JUPYTER_TOKEN
 #   GPUBOX_INSTALL_DRIVER       1 | 0
-#   GPUBOX_IDLE_MINUTES         handed to the idle agent
+#   GPUBOX_IDLE_MINUTES         handed to the idle agent, with GPUBOX_MAX_HOURS,
+#                               GPUBOX_PRE_STOP(_SECONDS), GPUBOX_IDLE_STOP_COMMAND, GPUBOX_BOX_NAME
 #   GPUBOX_PYTHON_ENV           uv | conda
 #   GPUBOX_SPOT                 1 on a spot box: run the interruption watcher
 # Each step prints `::gpubox step=NAME status=start|done|skip|fail seconds=N msg=...`
@@ -42,6 +43,9 @@ IDLE_MINUTES="${GPUBOX_IDLE_MINUTES:-60}"
 PYTHON_ENV="${GPUBOX_PYTHON_ENV:-uv}"
 # Never let uv fetch its own Python: the host's python3 is the one to use.
 export UV_PYTHON_DOWNLOADS=never
+# Trust what the host trusts: uv otherwise uses its own bundled roots, and fails on a
+# network whose TLS is inspected by a CA that only the system store holds.
+export UV_NATIVE_TLS=1
 
 case "$FRAMEWORK" in
   pytorch) MODULE=torch ;;
@@ -124,6 +128,60 @@ driver_cuda() {
   nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9.]*\).*/\1/p' | head -n 1
 }
 
+# The host's own pip configuration (/etc/pip.conf, ~/.config/pip/pip.conf, PIP_CONFIG_FILE,
+# PIP_* variables), as `key=value` lines: uv reads none of it, so it is translated.
+host_pip_config() {
+  python3 - <<'PY' 2>/dev/null || true
+import configparser, os
+home = os.path.expanduser("~")
+xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+dirs = (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")
+files = [os.path.join(d, "pip", "pip.conf") for d in dirs] + ["/etc/pip.conf",
+         os.path.join(home, ".pip", "pip.conf"), os.path.join(xdg, "pip", "pip.conf")]
+if os.environ.get("PIP_CONFIG_FILE", "") != os.devnull:
+    files.append(os.environ.get("PIP_CONFIG_FILE", ""))
+found = {}
+for path in files:
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path)
+    except (configparser.Error, OSError):
+        continue
+    for section in ("global", "install"):
+        if parser.has_section(section):
+            found.update({k.replace("_", "-"): v for k, v in parser.items(section)})
+for key in ("index-url", "extra-index-url", "find-links", "cert", "trusted-host", "proxy"):
+    value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
+    if value is not None:
+        found[key] = value
+multi = ("extra-index-url", "find-links", "trusted-host")
+for key, value in found.items():
+    for item in value.split() if key in multi else [value.strip()]:
+        local = item[7:] if item.startswith("file://") else item if item.startswith("/") else ""
+        if item and not (local and not os.path.exists(local)):  # pip ignores those, too
+            print(f"{key}={item}")
+PY
+}
+
+# HOST_PIP: uv's flags for the host's pip configuration; gpubox's own settings win.
+# Its CA bundle and proxy become SSL_CERT_FILE and HTTPS_PROXY, unless those are set.
+HOST_PIP=()
+load_host_pip_config() {
+  local key value
+  while IFS='=' read -r key value; do
+    case "$key" in
+      index-url) if [[ -z "${GPUBOX_DEFAULT_INDEX_URL:-}" ]]; then HOST_PIP+=(--index-url "$value"); fi ;;
+      extra-index-url) HOST_PIP+=(--extra-index-url "$value") ;;
+      find-links) HOST_PIP+=(--find-links "$value") ;;
+      trusted-host) HOST_PIP+=(--allow-insecure-host "$value") ;;
+      cert) if [[ -z "${SSL_CERT_FILE:-}" ]]; then export SSL_CERT_FILE="$value"; fi ;;
+      proxy) if [[ -z "${HTTPS_PROXY:-}${https_proxy:-}" ]]; then export HTTPS_PROXY="$value" HTTP_PROXY="$value"; fi ;;
+    esac
+  done < <(host_pip_config)
+  if ((${#HOST_PIP[@]})); then echo "the host's pip configuration, for uv: ${HOST_PIP[*]}"; fi
+  if [[ -n "${SSL_CERT_FILE:-}" ]]; then echo "CA bundle: $SSL_CERT_FILE"; fi
+}
+
 # pip_install ARGS...: into the venv, with uv when there is one (several times faster).
 pip_install() {
   local args=()
@@ -133,6 +191,8 @@ pip_install() {
   elif [[ -n "${GPUBOX_DEFAULT_INDEX_URL:-}" ]]; then args+=(--index-url "$GPUBOX_DEFAULT_INDEX_URL"); fi
   local uv_bin
   if [[ ! -f "$STATE_DIR/conda" ]] && uv_bin=$(find_uv); then
+    if [[ -z "${HOST_PIP_LOADED:-}" ]]; then load_host_pip_config; HOST_PIP_LOADED=1; fi
+    if [[ "${GPUBOX_DEFAULT_INDEX_URL:-}" != none ]]; then args+=("${HOST_PIP[@]}"); fi
     echo "+ uv pip install ${args[*]} $*"
     "$uv_bin" pip install --python "$VENV/bin/python" "${args[@]}" "$@"
   else
@@ -495,6 +555,11 @@ stop_our_jupyter() {
 
 step_jupyter() {
   [[ -n "$JUPYTER_TOKEN" ]] || fail "no Jupyter token was given (GPUBOX_JUPYTER_TOKEN)"
+  # The idle warning as a banner in JupyterLab (agent/jupyter_notice.py), into the venv;
+  # a server that is already running loads it at its next start.
+  if [[ -x "$VENV/bin/python" && -f "$GPUBOX_DIR/agent/jupyter_notice.py" ]]; then
+    "$VENV/bin/python" "$GPUBOX_DIR/agent/jupyter_notice.py" install || echo "the JupyterLab idle banner could not be installed"
+  fi
   if jupyter_answers; then
     skip "Jupyter is running on 127.0.0.1:$JUPYTER_PORT ($(cat "$STATE_DIR/jupyter-mode" 2>/dev/null))"
     return 0
@@ -566,17 +631,20 @@ step_agent() {
   local agent="$GPUBOX_DIR/agent/idle.py"
   if [[ ! -f "$agent" ]]; then skip "no idle agent shipped with this gpubox"; return 0; fi
   local want
-  want="idle=$IDLE_MINUTES $(cksum <"$agent")"
+  # The guard from boot (AWS user data) may have installed the agent already: this
+  # updates its settings in place, and adds what only setup knows (Jupyter).
+  local -a guard=(--max-hours "${GPUBOX_MAX_HOURS:-off}" --box-name "${GPUBOX_BOX_NAME:-}"
+    --pre-stop "${GPUBOX_PRE_STOP:-}" --pre-stop-seconds "${GPUBOX_PRE_STOP_SECONDS:-300}")
+  if [[ -n "${GPUBOX_IDLE_STOP_COMMAND:-}" ]]; then guard+=(--stop-command "$GPUBOX_IDLE_STOP_COMMAND"); fi
+  want="idle=$IDLE_MINUTES ${guard[*]} $(cksum <"$agent")"
   if recorded agent "$want"; then skip "$(cat "$STATE_DIR/agent_note" 2>/dev/null)"; return 0; fi
   # The agent reads the token from a file only the user can read, to see notebook use.
   (umask 077; printf '%s\n' "$JUPYTER_TOKEN" >"$GPUBOX_DIR/jupyter-token")
-  python3 "$agent" install --idle-minutes "$IDLE_MINUTES" \
-    --jupyter-url "http://127.0.0.1:$JUPYTER_PORT" --jupyter-token-file "$GPUBOX_DIR/jupyter-token"
-  if [[ "$IDLE_MINUTES" == off ]]; then
-    record agent_note "idle auto-stop is off"
-  else
-    record agent_note "idle agent installed: stops the box after $IDLE_MINUTES idle minutes"
-  fi
+  local answer
+  answer="$(python3 "$agent" install --idle-minutes "$IDLE_MINUTES" "${guard[@]}" \
+    --jupyter-url "http://127.0.0.1:$JUPYTER_PORT" --jupyter-token-file "$GPUBOX_DIR/jupyter-token")"
+  # Its own words, which say so when it cannot stop this machine (no root, no sudo).
+  record agent_note "$(printf '%s' "$answer" | tail -n 1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["message"])')"
   record agent "$want"
   note "$(cat "$STATE_DIR/agent_note")"
 }
@@ -589,7 +657,7 @@ step_stop() {
     systemctl --user disable gpubox-jupyter.service 2>/dev/null || true
   fi
   if [[ -f "$GPUBOX_DIR/agent/idle.py" ]]; then
-    python3 "$GPUBOX_DIR/agent/idle.py" install --idle-minutes off || true
+    python3 "$GPUBOX_DIR/agent/idle.py" install --idle-minutes off --max-hours off || true
   fi
   if [[ -f "$STATE_DIR/spot-watch.pid" ]]; then
     kill "$(cat "$STATE_DIR/spot-watch.pid")" 2>/dev/null || true
@@ -601,6 +669,12 @@ step_stop() {
 
 if [[ "${1:-}" == stop ]]; then
   run_step stop
+  exit 0
+fi
+# `bootstrap.sh step NAME...`: only these steps, in this order (re-run one by hand).
+if [[ "${1:-}" == step ]]; then
+  shift
+  for step in "$@"; do run_step "$step"; done
   exit 0
 fi
 
