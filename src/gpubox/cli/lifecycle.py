@@ -148,7 +148,14 @@ def up(
         typer.Option(help="CIDR allowed to reach SSH (default: your public address /32). Env: GPUBOX_SSH_FROM."),
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="For --provider ssh: USER@HOST[:PORT] you can ssh into.")
+        list[str] | None,
+        typer.Option(help="For --provider ssh: USER@HOST[:PORT] you can ssh into; repeat it "
+                     "for a box of several machines (node 0 first)."),
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option(help="Machines in the box (AWS: one cluster placement group; "
+                     "see `gpubox run`). Default 1, or one per --host."),
     ] = None,
     key: Annotated[
         Path | None, typer.Option(help="For --provider ssh: the private key to log in with.")
@@ -211,11 +218,15 @@ def up(
     Example: gpubox up demo --provider local
     """
     from gpubox import box as lifecycle
+    from gpubox import cluster
     from gpubox.providers.base import BoxSpec
 
     settings = load_settings().with_overrides(
         region=region, ssh_from=ssh_from, framework=framework
     )
+    hosts = host or []
+    host = hosts[0] if hosts else None
+    count = cluster.check_node_count(nodes, hosts)
     types = tuple(t.strip() for t in type.split(",") if t.strip()) if type else ()
     pname = lifecycle.infer_provider(
         provider,
@@ -283,13 +294,14 @@ def up(
             raise InvalidInput(
                 "which GPU instance type?", hint="pass --type (see `gpubox types` for prices)"
             )
+    specs = cluster.node_specs(spec, count, hosts if len(hosts) > 1 else ())
     started = time.monotonic()
     with _open_state(settings) as state, _progress(f"bringing up '{name}'") as progress, \
             _say_if_billing(state, spec, settings):  # fmt: skip
-        result = lifecycle.up(
+        result = cluster.up(
             settings,
             state,
-            spec,
+            specs,
             setup=setup,
             framework=settings.framework,
             browser=browser,
@@ -303,6 +315,9 @@ def up(
     where = box.type if box.provider == "aws" else (box.id or box.address or "this machine")
     verb = "made" if result.created else ("started" if result.started else "found")
     render.ok(f"{verb} box '{box.name}' ({box.provider}, {where}) in {took:.1f}s")
+    if len(specs) > 1:
+        render.say(f"{len(specs)} nodes: {', '.join(s.name for s in specs)}; "
+                   f"run on all of them with: gpubox run {box.name} -- COMMAND")
     if forward:
         _forward_after_up(settings, box.name, forward)
     _guard_notes(settings, spec, box, setup, result)
@@ -381,7 +396,8 @@ def _box_rows(boxes):
             # What a stopped box still costs: its disk, per month.
             cost = render.money(_disk_per_month(b)[0], "/mo disk")
         state = b.state.value + (" (spot interruption)" if b.get("interrupted") else "")
-        yield (b.name, b.provider, state, b.type or "", b.region or "", b.address or "", uptime, cost)
+        shown = f"└ {b.name}" if b.get("node") not in (None, "0") else b.name  # a further node
+        yield (shown, b.provider, state, b.type or "", b.region or "", b.address or "", uptime, cost)
 
 
 @app.command("status")
@@ -400,11 +416,11 @@ def status_cmd(
 
     Example: gpubox status --json
     """
-    from gpubox import box as lifecycle
+    from gpubox import cluster
 
     settings = load_settings()
     with _open_state(settings) as state:
-        boxes = lifecycle.status(settings, state, name, refresh=refresh)
+        boxes = cluster.status(settings, state, name, refresh=refresh)
         # One box asked for by name: also what its idle agent says (one SSH command).
         idle = _idle_of(settings, state, boxes[0]) if name and refresh is not False else None
         open_forwards = _forwards_of(state, name) if name else []
@@ -487,11 +503,11 @@ def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
 
     Example: gpubox stop box1
     """
-    from gpubox import box as lifecycle
+    from gpubox import cluster
 
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"stopping '{name}'") as progress:
-        box = lifecycle.stop(settings, state, name, on_progress=progress)
+        box = cluster.stop(settings, state, name, on_progress=progress)
     render.ok(f"'{box.name}' is {box.state.value}")
     if box.provider == "aws" and box.disk_gb:
         per_month, rate = _disk_per_month(box)
@@ -533,13 +549,13 @@ def start(
 
     Example: gpubox start box1 --wait --max-wait 1h
     """
-    from gpubox import box as lifecycle
+    from gpubox import cluster
     from gpubox.capacity import Waiting, parse_max_wait
 
     waiting = Waiting(parse_max_wait(max_wait)) if wait else None
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"starting '{name}'") as progress:
-        box = lifecycle.start(
+        box = cluster.start(
             settings, state, name, on_progress=progress, waiting=waiting,
             instance_type=type, move=move, yes=yes, confirm=render.confirm,
         )  # fmt: skip
@@ -565,7 +581,7 @@ def down(
 
     Example: gpubox down box1
     """
-    from gpubox import box as lifecycle
+    from gpubox import cluster
 
     settings = load_settings()
     with _open_state(settings) as state:
@@ -573,7 +589,7 @@ def down(
             _offer_work_first(settings, state, name)
             _offer_image_first(settings, state, name)
         with _progress(f"taking '{name}' down") as progress:
-            box = lifecycle.down(
+            box = cluster.down(
                 settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress,
                 delete_volume=delete_volume,
             )

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "files",
     "keep",
     "volumes",
+    "run",
 )
 
 

@@ -73,6 +73,9 @@ class BoxSpec:
     any_region: bool = False
     volume: str | None = None  # AWS: "NAME[:GiB]", a data volume that outlives the box
     zone: str | None = None  # AWS: the availability zone to try first (a volume's)
+    # Multi-node boxes (cluster.py): node 0's name for every node, and this node's rank.
+    cluster: str | None = None
+    node_rank: int = 0
 
     def __post_init__(self) -> None:
         from gpubox.validate import check_spec

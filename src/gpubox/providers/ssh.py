@@ -119,7 +119,8 @@ class SshProvider:
             address=record["host"],
             id=target,
             created_at=record.get("added_at"),
-            extra=tuple(sorted((k, str(v)) for k, v in record.items() if k == "last_error")),
+            extra=tuple(sorted((k, str(v)) for k, v in record.items()
+                               if k in ("last_error", "cluster", "node"))),
         )
 
     def _endpoint(self, record: dict[str, Any]) -> SshEndpoint:
@@ -141,6 +142,8 @@ class SshProvider:
         user, host, port = parse_host(spec.host, spec.user, spec.port)
         key = str(Path(spec.key_path).expanduser().resolve()) if spec.key_path else None
         record = {"user": user, "host": host, "port": port, "key_path": key}
+        if spec.cluster:  # one node of a multi-node box (cluster.py)
+            record.update(cluster=spec.cluster, node=spec.node_rank)
         existing = self.registry.get(spec.name)
         if existing is not None:
             if all(existing.get(k) == v for k, v in record.items()):

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from gpubox import guard
 from gpubox.errors import CapacityError, GpuboxError, InvalidInput
-from gpubox.providers.aws.network import BOX_TAG, LIVE_STATES, tag_value, tags_for
+from gpubox.providers.aws.network import (
+    BOX_TAG,
+    CLUSTER_TAG,
+    LIVE_STATES,
+    NODE_TAG,
+    node_tags,
+    tag_value,
+    tags_for,
+)
 from gpubox.providers.aws.session import (
     CAPACITY_CODES,
     THROTTLE_CODES,
@@ -50,6 +58,8 @@ class LaunchContext:
     attempt: int = 1
     on_progress: Progress | None = None
     wait_delay: float = WAIT_DELAY_SECONDS
+    placement_group: str | None = None  # a box of several instances: its cluster group
+    efa: bool = False  # ... and the type has EFA: the primary interface is one
 
     def say(self, message: str) -> None:
         if self.on_progress:
@@ -92,7 +102,9 @@ def run_params(ctx: LaunchContext, spec: BoxSpec, instance_type: str, place: str
         # The idle agent stops the box with an OS shutdown; that must never terminate it.
         "InstanceInitiatedShutdownBehavior": "stop",
         "TagSpecifications": [
-            {"ResourceType": "instance", "Tags": tags_for(spec.name, ctx.owner, "instance")},
+            {"ResourceType": "instance",
+             "Tags": tags_for(spec.name, ctx.owner, "instance")
+             + node_tags(spec.cluster, spec.node_rank)},
             {"ResourceType": "volume", "Tags": tags_for(spec.name, ctx.owner, "volume")},
         ],
         "ClientToken": client_token(spec.name, ctx.region, instance_type, place, ctx.attempt),
@@ -105,6 +117,17 @@ def run_params(ctx: LaunchContext, spec: BoxSpec, instance_type: str, place: str
         params["Placement"] = {"AvailabilityZone": place}
     if spec.spot:
         params["InstanceMarketOptions"] = market_options(spec.max_price)
+    if ctx.placement_group:
+        params["Placement"] = {**params.get("Placement", {}), "GroupName": ctx.placement_group}
+    if ctx.efa:
+        # An EFA is asked for as the primary network interface; the group and subnet
+        # move onto it (RunInstances refuses them beside NetworkInterfaces).
+        interface = {"DeviceIndex": 0, "InterfaceType": "efa", "Groups": [ctx.group_id],
+                     "DeleteOnTermination": True, "AssociatePublicIpAddress": True}
+        if "SubnetId" in params:
+            interface["SubnetId"] = params.pop("SubnetId")
+        del params["SecurityGroupIds"]
+        params["NetworkInterfaces"] = [interface]
     return params
 
 
@@ -231,6 +254,12 @@ def transition_time(reason: str) -> float | None:
     return float(calendar.timegm(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")))
 
 
+def security_groups(inst: dict[str, Any]) -> list[dict[str, Any]]:
+    """The instance's groups; for one launched with NetworkInterfaces (EFA), its interfaces'."""
+    return inst.get("SecurityGroups") or [
+        g for ni in inst.get("NetworkInterfaces", []) for g in ni.get("Groups", [])]
+
+
 def box_from(
     settings: Settings,
     region: str,
@@ -247,11 +276,14 @@ def box_from(
     for mapping in inst.get("BlockDeviceMappings", []):
         if mapping.get("DeviceName") == inst.get("RootDeviceName"):
             root_attach = _epoch(mapping.get("Ebs", {}).get("AttachTime"))
-    groups = inst.get("SecurityGroups", [])
+    groups = security_groups(inst)
     extra = {
         "az": inst.get("Placement", {}).get("AvailabilityZone", ""),
         "key_name": inst.get("KeyName", ""),
         "sg_id": groups[0]["GroupId"] if groups else "",
+        "private_ip": inst.get("PrivateIpAddress", ""),  # where other nodes reach it
+        "cluster": tag_value(inst, CLUSTER_TAG) or "",
+        "node": tag_value(inst, NODE_TAG) or "",
         "aws_state": state_name,
         "spot_request": inst.get("SpotInstanceRequestId", ""),
     }

@@ -32,6 +32,9 @@ OWNER_TAG = "gpubox:owner"
 KIND_TAG = "gpubox:kind"
 # A data volume's own name: it outlives every box it is attached to (volumes.py).
 VOLUME_TAG = "gpubox:volume"
+# A box of several instances (cluster.py): node 0's name, and each instance's rank.
+CLUSTER_TAG = "gpubox:cluster"
+NODE_TAG = "gpubox:node"
 
 
 def tags_for(box_name: str, owner: str, kind: str) -> list[dict[str, str]]:
@@ -41,6 +44,13 @@ def tags_for(box_name: str, owner: str, kind: str) -> list[dict[str, str]]:
         {"Key": KIND_TAG, "Value": kind},
         {"Key": "Name", "Value": resource_name(box_name)},
     ]
+
+
+def node_tags(cluster: str | None, rank: int) -> list[dict[str, str]]:
+    """The tags that make an instance one node of a box of several (none for one machine)."""
+    if not cluster:
+        return []
+    return [{"Key": CLUSTER_TAG, "Value": cluster}, {"Key": NODE_TAG, "Value": str(rank)}]
 
 
 def tag_value(item: Mapping[str, Any], key: str) -> str | None:
@@ -221,6 +231,26 @@ def follow_detected_address(settings: Settings, region: str, group_id: str, cidr
                 GroupId=group_id, IpPermissions=[_ssh_permission(c) for c in stale]
             )
     return True
+
+
+NODES_RULE = "gpubox nodes of one box reach each other"
+
+
+def admit_group_itself(settings: Settings, region: str, group_id: str) -> None:
+    """All traffic between members of the group (the nodes of one box), and from nowhere
+    else: the rule names the group itself, never an address range."""
+    import botocore.exceptions
+
+    ec2 = client(settings, "ec2", region)
+    rule = {"IpProtocol": "-1",
+            "UserIdGroupPairs": [{"GroupId": group_id, "Description": NODES_RULE}]}
+    try:
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[rule])
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "InvalidPermission.Duplicate":
+            return
+        with aws_errors("letting the nodes reach each other"):
+            raise
 
 
 # Cleanup ------------------------------------------------------------------------

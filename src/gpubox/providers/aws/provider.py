@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from gpubox.errors import CapacityError, GpuboxError, NotFound
-from gpubox.providers.aws import catalog, instances, keypairs, network
+from gpubox.providers.aws import catalog, instances, keypairs, network, placement
 from gpubox.providers.aws.images import console_host_keys, resolve_image
 from gpubox.providers.aws.session import (
     aws_errors,
@@ -170,6 +170,8 @@ class AwsProvider:
 
     def _launch(self, spec: BoxSpec) -> Box:
         """Preflight (region, offering, quota, price), then zones -> types -> regions."""
+        if spec.cluster and spec.node_rank > 0:
+            return self._launch_node(spec)
         if self.choose_region is choose_region:
             from gpubox.providers.aws import failover
 
@@ -186,6 +188,18 @@ class AwsProvider:
             inst = instances.launch_attempt(ctx, spec, instance_type, spec.zone)
         return self._box(region, inst)
 
+    def _launch_node(self, spec: BoxSpec) -> Box:
+        """A further node of a box of several: node 0's region, zone and type, in its
+        placement group (a cluster group lives in one zone)."""
+        head = self.find(spec.cluster or "")
+        if head is None or head.state is BoxState.TERMINATED or not head.region:
+            raise NotFound(f"node 0 ('{spec.cluster}') of '{spec.name}' does not exist",
+                           hint=f"`gpubox up {spec.cluster} --nodes N ...` makes every node")
+        instance_type = head.type or spec.type or ""
+        with self.launch_context(spec, head.region, instance_type) as ctx:
+            inst = instances.launch_attempt(ctx, spec, instance_type, head.get("az"))
+        return self._box(head.region, inst)
+
     @contextlib.contextmanager
     def launch_context(
         self, spec: BoxSpec, region: str, instance_type: str
@@ -201,12 +215,22 @@ class AwsProvider:
         remember_region(self.state, region)
         attempt = self._next_attempt(spec.name)
         key = group = None
+        shared = spec.cluster or spec.name  # the nodes of one box share key, group, placement
+        made_placement = False
         try:
             self.say(f"key pair and security group (SSH from {cidr})")
-            key = keypairs.ensure_key_pair(self.settings, region, spec.name, owner)
+            key = keypairs.ensure_key_pair(self.settings, region, shared, owner)
             group = network.ensure_security_group(
-                self.settings, region, spec.name, owner, cidr, detected
+                self.settings, region, shared, owner, cidr, detected
             )
+            placement_group, efa = None, False
+            if spec.cluster:
+                network.admit_group_itself(self.settings, region, group.id)
+                placement_group, made_placement = placement.ensure_placement_group(
+                    self.settings, region, spec.cluster, owner)
+                efa = placement.efa_supported(self.settings, region, instance_type)
+                self.say(f"node {spec.node_rank} in placement group {placement_group}"
+                         + (" with EFA" if efa else ""))
             yield instances.LaunchContext(
                 settings=self.settings,
                 region=region,
@@ -217,9 +241,14 @@ class AwsProvider:
                 attempt=attempt,
                 on_progress=self.on_progress,
                 wait_delay=self.wait_delay,
+                placement_group=placement_group,
+                efa=efa,
             )
         except BaseException:
             self._undo(region, key, group)
+            if made_placement and spec.cluster:
+                with contextlib.suppress(GpuboxError):
+                    placement.delete_placement_group_if_unused(self.settings, region, spec.cluster)
             raise
 
     def _undo(self, region: str, key: keypairs.KeyResult | None, group) -> None:
@@ -316,15 +345,22 @@ class AwsProvider:
             with aws_errors(f"terminating {iid}"):
                 ec2.terminate_instances(InstanceIds=[iid])
             instances.wait_for(self.settings, region, iid, "terminated", self.wait_delay)
+        shared = box.get("cluster") or box.name  # the nodes of one box share them
+        if box.get("cluster"):
+            with aws_errors(f"checking the other nodes of '{shared}'"):
+                if network.instances_using(ec2, "tag:" + network.CLUSTER_TAG, shared):
+                    return  # the last node takes the group, key and placement group with it
         self.say("removing its security group and key pair")
-        own_name = network.resource_name(box.name)
-        for group in inst.get("SecurityGroups", []):
+        own_name = network.resource_name(shared)
+        for group in instances.security_groups(inst):
             if group.get("GroupName") == own_name:
                 network.delete_security_group_if_unused(self.settings, region, group["GroupId"])
         if inst.get("KeyName") == own_name and keypairs.delete_key_pair_if_unused(
             self.settings, region, own_name
         ):
-            keypairs.key_path(self.settings, box.name).unlink(missing_ok=True)
+            keypairs.key_path(self.settings, shared).unlink(missing_ok=True)
+        if box.get("cluster"):
+            placement.delete_placement_group_if_unused(self.settings, region, shared)
 
     def endpoint(self, box: Box) -> SshEndpoint:
         host, port = box.address, 22
@@ -336,7 +372,7 @@ class AwsProvider:
                 f"box '{box.name}' has no public address ({box.state.value})",
                 hint=f"start it with `gpubox start {box.name}`, or set ssh_address",
             )
-        path = keypairs.key_path(self.settings, box.name)
+        path = keypairs.key_path(self.settings, box.get("cluster") or box.name)
         if not path.exists():
             raise GpuboxError(
                 f"the private key of box '{box.name}' is missing: {path}",

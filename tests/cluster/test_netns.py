@@ -1,0 +1,75 @@
+"""Multi-node for real: two hosts with their own addresses (network namespaces the test
+makes, each with its own sshd), made one box by the real `gpubox up --host --host`,
+then PyTorch's own torchrun training across both with gloo through `gpubox run`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.netns import NODE_IFACE, netns_pair  # noqa: F401 - the fixture
+
+torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
+
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+
+TRAIN = '''
+import os, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+x = torch.randn(16, 4) + rank
+for _ in range(3):
+    opt.zero_grad()
+    model(x).pow(2).mean().backward()
+    opt.step()
+total = torch.tensor([float(rank + 1)])
+dist.all_reduce(total)
+weights = ",".join(f"{v:.6f}" for v in model.module.weight.detach().flatten().tolist())
+print(f"rank {rank}/{world} node {os.environ['GPUBOX_NODE_RANK']} "
+      f"allreduce {total.item():.0f} weights {weights}", flush=True)
+dist.destroy_process_group()
+'''
+
+
+def gpubox(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gpubox", *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_torchrun_trains_across_two_hosts_through_gpubox_run(netns_pair, isolation):  # noqa: F811
+    first, second = netns_pair.hosts
+    made = gpubox("up", "duo", "--host", f"root@{first.address}", "--host",
+                  f"root@{second.address}", "--key", str(netns_pair.key_path), "--no-setup")
+    assert made.returncode == 0, made.stderr
+    listed = json.loads(gpubox("status", "--json", "--cached").stdout)
+    assert [(b["name"], b["address"]) for b in listed] == [
+        ("duo", first.address), ("duo-1", second.address)]
+
+    for host in (first, second):  # the script, where each node's shell starts
+        (host.home / "train.py").write_text(TRAIN)
+    ran = gpubox(
+        "run", "duo", "--",
+        f"cd ~ && GLOO_SOCKET_IFNAME={NODE_IFACE} python -m torch.distributed.run",
+        "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", "$GPUBOX_NODE_RANK",
+        "--master-addr", "$MASTER_ADDR", "--master-port", "$MASTER_PORT", "train.py")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    line = re.compile(r"rank (\d)/2 node (\d) allreduce 3 weights (\S+)")
+    on_zero = line.findall(ran.stdout)
+    assert [(r, n) for r, n, _ in on_zero] == [("0", "0")], ran.stdout
+    logs = sorted((isolation / "cache" / "logs" / "run").glob("duo-*/node-1.log"))
+    on_one = line.findall(logs[0].read_text())
+    assert [(r, n) for r, n, _ in on_one] == [("1", "1")], logs[0].read_text()
+    # DDP kept the two replicas equal although each saw different data.
+    assert on_zero[0][2] == on_one[0][2]
+
+    down = gpubox("down", "duo")
+    assert down.returncode == 0, down.stderr
+    assert json.loads(gpubox("status", "--json", "--refresh").stdout) == []
