@@ -55,7 +55,10 @@ def isolation(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUBOX_PUBLIC_IP_URL", "http://127.0.0.1:9/unreachable")
     # Never time a real AWS endpoint: region latency is measured against loopback only.
     monkeypatch.setenv("GPUBOX_LATENCY_ENDPOINT", "tcp://127.0.0.1:9")
-    keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT")
+    # Boxes are searched for in us-east-1 (and where a test made one): moto answers a
+    # scan of all its 26 enabled regions in ~15 s on 2 cores. Tests of the scan unset it.
+    monkeypatch.setenv("GPUBOX_AWS_REGIONS", "us-east-1")
+    keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT", "GPUBOX_AWS_REGIONS")
     for name in list(__import__("os").environ):
         if name.startswith("GPUBOX_") and name not in keep:
             monkeypatch.delenv(name, raising=False)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}$")
 # A cached status younger than this is shown without asking the cloud.
 STATUS_TTL_SECONDS = 30.0
+LISTED_KEY = "status.listed_at"
 
 
 
@@ -57,8 +58,16 @@ def _cheap_providers() -> tuple[str, ...]:
     return ("local", "ssh")
 
 
-def _aws_in_use(state: State) -> bool:
-    return bool(state.get("aws.regions"))
+def _aws_in_use(state: State, settings: Settings | None = None) -> bool:
+    """Whether AWS must be asked: gpubox used it from here, or credentials exist (a new
+    laptop with the account's credentials must see the boxes made elsewhere)."""
+    if state.get("aws.regions"):
+        return True
+    if settings is None:
+        return False
+    from gpubox.providers.aws.session import has_credentials
+
+    return has_credentials(settings)
 
 
 def known_names(settings: Settings, state: State) -> list[str]:
@@ -80,7 +89,7 @@ def find_box(
     if cached is not None:
         order.append(cached.provider)
     order += [p for p in _cheap_providers() if p not in order]
-    if "aws" not in order and _aws_in_use(state):
+    if "aws" not in order and _aws_in_use(state, settings):
         order.append("aws")
     for pname in order:
         prov = provider(settings, pname, on_progress)
@@ -163,24 +172,27 @@ def up(
             hint=f"use another name, or `gpubox down {spec.name}` first",
         )
     prov = provider(settings, spec.provider, on_progress)
-    state.journal(spec.name, "find")
-    existing = prov.find(spec.name)
-    created = started = False
-    if existing is not None and existing.state is not BoxState.TERMINATED:
-        box = existing
-        if box.state in (BoxState.STOPPED, BoxState.STOPPING):
-            say(f"box '{spec.name}' is {box.state.value}; starting it")
-            state.journal(spec.name, "start")
-            box = prov.start(box)
-            started = True
-        elif box.state is BoxState.RUNNING:
-            say(f"box '{spec.name}' is already running; nothing to launch")
-    else:
-        state.journal(spec.name, "launch", provider=spec.provider)
-        box = prov.launch(spec)
-        created = True
-    state.remember(box)
-    _record_run(state, box)
+    from gpubox.locks import box_lock
+
+    with box_lock(settings, spec.name, say):  # a second `up` of the name waits, then finds it
+        state.journal(spec.name, "find")
+        existing = prov.find(spec.name)
+        created = started = False
+        if existing is not None and existing.state is not BoxState.TERMINATED:
+            box = existing
+            if box.state in (BoxState.STOPPED, BoxState.STOPPING):
+                say(f"box '{spec.name}' is {box.state.value}; starting it")
+                state.journal(spec.name, "start")
+                box = prov.start(box)
+                started = True
+            elif box.state is BoxState.RUNNING:
+                say(f"box '{spec.name}' is already running; nothing to launch")
+        else:
+            state.journal(spec.name, "launch", provider=spec.provider)
+            box = prov.launch(spec)
+            created = True
+        state.remember(box)
+        _record_run(state, box)
     state.journal(spec.name, "launched", id=box.id)
     if not setup:
         _refresh_ssh_config(settings, prov, box)
@@ -260,13 +272,14 @@ def status(
     cached = state.boxes()
     if refresh is False:
         return cached
-    if refresh is None and cached:
-        newest = min((state.seen_at(b.name) or 0.0) for b in cached)
-        if time.time() - newest < STATUS_TTL_SECONDS:
+    if refresh is None:
+        # The last full listing, kept current by every command that changes a box.
+        listed_at = float(state.get(LISTED_KEY) or 0.0)
+        if time.time() - listed_at < STATUS_TTL_SECONDS:
             return cached
     boxes: list[Box] = []
     pnames = list(_cheap_providers())
-    if _aws_in_use(state) or any(b.provider == "aws" for b in cached):
+    if any(b.provider == "aws" for b in cached) or _aws_in_use(state, settings):
         pnames.append("aws")
     for pname in pnames:
         boxes.extend(provider(settings, pname, on_progress).list())
@@ -277,6 +290,7 @@ def status(
     for old in cached:
         if old.name not in seen:
             state.forget(old.name)
+    state.put(LISTED_KEY, repr(time.time()))
     return sorted(
         (b for b in boxes if b.state is not BoxState.TERMINATED), key=lambda b: b.name
     )

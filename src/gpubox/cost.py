@@ -283,10 +283,15 @@ def snapshot_rate(region: str) -> Rate:
 
 def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) -> CostReport:
     """The cost report of these boxes (from `box.status`) and every saved image."""
-    from gpubox.providers.aws.session import used_regions
+    from gpubox.box import _aws_in_use
 
+    boxes = list(boxes)
     images: list[ImageCost] = []
-    regions = used_regions(state)
+    regions: list[str] = []
+    if any(b.provider == "aws" for b in boxes) or _aws_in_use(state, settings):
+        from gpubox.providers.aws.inventory import regions_holding_things
+
+        regions = regions_holding_things(settings, state)
     if regions:
         from gpubox.providers.aws.saved_images import list_saved_images
 

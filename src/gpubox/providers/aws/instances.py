@@ -46,7 +46,10 @@ class LaunchContext:
     key_name: str
     group_id: str
     owner: str
-    attempt: int = 1
+    # What names this box in the cloud, the same for every process launching it: the
+    # account, and the box's generation (its security group, new after each `down`).
+    account: str = ""
+    generation: str = ""
     on_progress: Progress | None = None
     wait_delay: float = WAIT_DELAY_SECONDS
 
@@ -55,9 +58,20 @@ class LaunchContext:
             self.on_progress(message)
 
 
-def client_token(name: str, region: str, instance_type: str, place: str | None, attempt: int) -> str:
-    """Same inputs, same token: a retried RunInstances can never make a second instance."""
-    digest = hashlib.sha256(f"{name}|{region}|{instance_type}|{place}|{attempt}".encode())
+def client_token(
+    account: str, region: str, name: str, generation: str, instance_type: str, place: str | None
+) -> str:
+    """Same box, same token: a retried RunInstances, or a second `up` of the name racing
+    this one (another terminal, another laptop), gets the same instance, never a second.
+
+    Nothing per-process goes in: the account, region and name say which box; the
+    generation (its security group's id) tells a box from the one a `down` removed,
+    whose token EC2 still remembers; the type and zone of the try tell one failover try
+    from the next, and two racing launches of the box try them in the same order.
+    """
+    digest = hashlib.sha256(
+        f"{account}|{region}|{name}|{generation}|{instance_type}|{place}".encode()
+    )
     return f"gpubox-{name}-{digest.hexdigest()[:16]}"[:64]
 
 
@@ -94,7 +108,9 @@ def run_params(ctx: LaunchContext, spec: BoxSpec, instance_type: str, place: str
             {"ResourceType": "instance", "Tags": tags_for(spec.name, ctx.owner, "instance")},
             {"ResourceType": "volume", "Tags": tags_for(spec.name, ctx.owner, "volume")},
         ],
-        "ClientToken": client_token(spec.name, ctx.region, instance_type, place, ctx.attempt),
+        "ClientToken": client_token(
+            ctx.account, ctx.region, spec.name, ctx.generation, instance_type, place
+        ),
     }
     if place and place.startswith("subnet-"):
         params["SubnetId"] = place

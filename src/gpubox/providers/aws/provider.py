@@ -8,12 +8,12 @@ and security group that it made itself, and nothing it found already there.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from gpubox.errors import GpuboxError, NotFound
-from gpubox.providers.aws import catalog, instances, keypairs, network
+from gpubox.providers.aws import catalog, instances, inventory, keypairs, network
 from gpubox.providers.aws.images import console_host_keys, resolve_image
 from gpubox.providers.aws.session import (
     aws_errors,
@@ -21,7 +21,6 @@ from gpubox.providers.aws.session import (
     client,
     default_region,
     remember_region,
-    used_regions,
 )
 from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, SshEndpoint
 
@@ -63,6 +62,7 @@ class AwsProvider:
         self._state = state
         self.choose_region = region_chooser
         self.wait_delay: float = instances.WAIT_DELAY_SECONDS
+        self._looked: dict[str, tuple[Box | None, float]] = {}
 
     # helpers ---------------------------------------------------------------
     def say(self, message: str) -> None:
@@ -78,10 +78,12 @@ class AwsProvider:
         return self._state
 
     def regions(self) -> list[str]:
-        """Regions to look in: those gpubox has used, and the default one."""
-        found = used_regions(self.state)
-        home = default_region(self.settings)
-        return found if home in found else [*found, home]
+        """The fast path: regions gpubox made or saw boxes in, and the default one."""
+        return inventory.known_regions(self.settings, self.state)
+
+    def search_regions(self) -> list[str]:
+        """Every region to ask: all enabled ones (or the `aws_regions` setting)."""
+        return inventory.search_regions(self.settings, self.state)
 
     def _box(self, region: str, inst: dict) -> Box:
         sizes = instances.root_volume_sizes(self.settings, region, [inst])
@@ -107,16 +109,34 @@ class AwsProvider:
 
     # Provider --------------------------------------------------------------
     def find(self, name: str) -> Box | None:
-        found = self._list_in(self.regions(), name)
+        """The box called `name` in any region: the known regions first, then every other.
+
+        Of several live instances with that name (a race another `up` lost), the oldest.
+        """
+        near = self.regions()
+        cached = self.state.box(name)
+        if cached is not None and cached.provider == "aws" and cached.region:
+            near = [cached.region, *[r for r in near if r != cached.region]]
+        found = self._list_in(near, name)
+        if not any(b.state is not BoxState.TERMINATED for b in found):
+            found += self._list_in([r for r in self.search_regions() if r not in near], name)
         live = [b for b in found if b.state is not BoxState.TERMINATED]
-        return (live or found or [None])[0]
+        box = (live or found or [None])[0]
+        self._looked[name] = (box, time.monotonic())
+        return box
 
     def list(self) -> list[Box]:
-        return sorted(self._list_in(self.regions()), key=lambda b: b.name)
+        return sorted(self._list_in(self.search_regions()), key=lambda b: b.name)
 
     def _list_in(self, regions: list[str], name: str | None = None) -> list[Box]:
+        """gpubox's instances in these regions, asked in parallel: one DescribeInstances
+        per region, one DescribeVolumes where there are any. Oldest first."""
+
         def in_region(region: str) -> list[Box]:
             found = instances.find_instances(self.settings, region, name)
+            if not found:
+                return []
+            found.sort(key=lambda i: (str(i.get("LaunchTime", "")), i["InstanceId"]))
             sizes = instances.root_volume_sizes(self.settings, region, found)
             return [
                 instances.box_from(
@@ -125,20 +145,64 @@ class AwsProvider:
                 for i in found
             ]
 
-        if len(regions) == 1:
-            return in_region(regions[0])
-        with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
-            return [b for boxes in pool.map(in_region, regions) for b in boxes]
+        answers = inventory.each_region(
+            regions, in_region, lambda r, exc: self.say(f"could not look in {r}: {exc.message}")
+        )
+        for region, boxes in answers.items():
+            if boxes:
+                remember_region(self.state, region)
+        return [b for region in regions for b in answers.get(region, [])]
 
     def launch(self, spec: BoxSpec) -> Box:
-        existing = self.find(spec.name)
+        looked = self._looked.pop(spec.name, None)  # what find() just said, not asked twice
+        existing = looked[0] if looked and time.monotonic() - looked[1] < 10 else self.find(
+            spec.name
+        )
+        self._looked.pop(spec.name, None)  # used once: what follows changes the answer
         if existing is not None and existing.state is not BoxState.TERMINATED:
             self.say(f"box '{spec.name}' exists ({existing.id}, {existing.state.value})")
             return existing if existing.state is BoxState.RUNNING else self.start(existing)
         if existing is not None and existing.id and existing.region:
             # Still shutting down from an earlier `down`: let it go before making its successor.
             instances.wait_for(self.settings, existing.region, existing.id, "terminated")
-        return self._launch(spec)
+        try:
+            made = self._launch(spec)
+        except GpuboxError:
+            # Another `up` of this name (another laptop) may hold the key pair or group
+            # this one needed: if the box exists now, this one continues on it.
+            raced = self.find(spec.name)
+            self._looked.pop(spec.name, None)
+            if raced is None or raced.state is BoxState.TERMINATED:
+                raise
+            self.say(f"another gpubox made box '{spec.name}' meanwhile ({raced.id}); using it")
+            return raced if raced.state is not BoxState.PENDING else self.start(raced)
+        return self._keep_oldest(made)
+
+    def _keep_oldest(self, box: Box) -> Box:
+        """After a launch, one box per name: when another live instance of the name is
+        older (a racing `up` won), the one this process made is terminated at once and
+        the older one is the box. Both racers agree which is older (launch time, then id)."""
+        region = box.region or ""
+        found = instances.find_instances(self.settings, region, box.name)
+        found.sort(key=lambda i: (str(i.get("LaunchTime", "")), i["InstanceId"]))
+        if not found or found[0]["InstanceId"] == box.id:
+            return box
+        older = found[0]
+        ec2 = client(self.settings, "ec2", region)
+        self.say(f"another `gpubox up {box.name}` made {older['InstanceId']} first; "
+                 f"terminating the second instance {box.id}")  # fmt: skip
+        mine = next((i for i in found if i["InstanceId"] == box.id), {})
+        with aws_errors(f"terminating {box.id}"):
+            if mine.get("SpotInstanceRequestId"):
+                ec2.cancel_spot_instance_requests(
+                    SpotInstanceRequestIds=[mine["SpotInstanceRequestId"]]
+                )
+            ec2.terminate_instances(InstanceIds=[box.id])
+        if older["State"]["Name"] == "pending":
+            older = instances.wait_for(
+                self.settings, region, older["InstanceId"], "running", self.wait_delay
+            )
+        return self._box(region, older)
 
     def _launch(self, spec: BoxSpec) -> Box:
         """Preflight (region, offering, quota, price), then zones -> types -> regions."""
@@ -169,9 +233,9 @@ class AwsProvider:
         catalog.check_offered(self.settings, instance_type, region, HINT_REGIONS)
         image = resolve_image(self.settings, region, spec.image, gpu.arch)
         cidr, detected = network.ssh_source(self.settings, spec.ssh_from)
-        owner = caller_identity(self.settings).get("Arn", "unknown")
+        identity = caller_identity(self.settings)
+        owner = identity.get("Arn", "unknown")
         remember_region(self.state, region)
-        attempt = self._next_attempt(spec.name)
         key = group = None
         try:
             self.say(f"key pair and security group (SSH from {cidr})")
@@ -186,7 +250,8 @@ class AwsProvider:
                 key_name=key.name,
                 group_id=group.id,
                 owner=owner,
-                attempt=attempt,
+                account=identity.get("Account", ""),
+                generation=group.id,
                 on_progress=self.on_progress,
                 wait_delay=self.wait_delay,
             )
@@ -204,12 +269,6 @@ class AwsProvider:
                     key.created_file
                 ):
                     key.path.unlink(missing_ok=True)
-
-    def _next_attempt(self, name: str) -> int:
-        key = f"aws.launch_attempt.{name}"
-        attempt = int(self.state.get(key) or 0) + 1
-        self.state.put(key, str(attempt))
-        return attempt
 
     def stop(self, box: Box) -> Box:
         inst = self._current(box)
