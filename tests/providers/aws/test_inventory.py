@@ -100,3 +100,33 @@ def test_one_region_that_fails_is_told_and_the_others_still_answer():
     assert answers == {"a-1": "A-1", "b-1": "B-1"} and told == ["bad-1"]
     with pytest.raises(GpuboxError, match="no access"):
         inventory.each_region(["bad-1"], ask)  # nothing answered: an error, not "no boxes"
+
+
+def test_status_right_after_a_change_shows_the_change_from_the_cache(aws, settings):
+    """stop, start, down and up update the cached box: `status` within the cache's life
+    (no AWS call) never shows the box as it was."""
+    from gpubox import box
+
+    state = State(settings.state_path)
+    spec = BoxSpec(name="box1", provider="aws", type="g4dn.xlarge", region="us-east-1",
+                   ssh_from=SSH_FROM)  # fmt: skip
+    box.up(settings, state, spec, setup=False)
+    calls = count_calls(settings)
+
+    def cached_states() -> list[tuple[str, str]]:
+        before = len(calls)
+        listed = [(b.name, b.state.value) for b in box.status(settings, state)]
+        assert [op for op, _ in calls[before:]] == []  # from the cache
+        return listed
+
+    box.status(settings, state, refresh=True)
+    assert cached_states() == [("box1", "running")]
+    box.stop(settings, state, "box1")
+    assert cached_states() == [("box1", "stopped")]
+    box.start(settings, state, "box1")
+    assert cached_states() == [("box1", "running")]
+    box.down(settings, state, "box1", yes=True)
+    assert cached_states() == []
+    box.up(settings, state, spec, setup=False)
+    assert cached_states() == [("box1", "running")]
+    state.close()
