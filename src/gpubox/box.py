@@ -182,6 +182,7 @@ def up(
             box = existing
             if box.state in (BoxState.STOPPED, BoxState.STOPPING):
                 say(f"box '{spec.name}' is {box.state.value}; starting it")
+                _record_run(state, box)  # its last run ended at EC2's stop time
                 state.journal(spec.name, "start")
                 box = prov.start(box)
                 started = True
@@ -239,7 +240,13 @@ def idle_limit_for(box: Box, spec: BoxSpec) -> int:
 
 def _record_run(state: State, box: Box) -> None:
     if box.state is BoxState.RUNNING:
-        state.run_started(box.name, box.type, box.price_per_hour, box.launched_at or time.time())
+        launched = box.launched_at or time.time()
+        open_runs = [r for r in state.runs(box.name) if r["stopped_at"] is None]
+        if open_runs and float(open_runs[-1]["started_at"]) < launched - 60:
+            # It stopped and started again while gpubox was not looking (the console):
+            # that run ended before this launch, at the latest.
+            state.run_stopped(box.name, launched)
+        state.run_started(box.name, box.type, box.price_per_hour, launched)
     elif box.state in (BoxState.STOPPED, BoxState.TERMINATED):
         # The provider's time of the stop when it knows it (an idle stop at night is
         # noticed only at the next `status`), else now.
@@ -299,6 +306,7 @@ def status(
 def stop(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
     prov, box = find_box(settings, state, name, on_progress)
     if box.state is BoxState.STOPPED:
+        _record_run(state, box)  # stopped already (idle agent, console): at EC2's stop time
         return box
     from gpubox import jupyter
 
@@ -313,6 +321,7 @@ def start(settings: Settings, state: State, name: str, on_progress: Progress | N
     prov, box = find_box(settings, state, name, on_progress)
     if box.state is BoxState.RUNNING:
         return box
+    _record_run(state, box)  # the last run ended at EC2's stop time, however it stopped
     box = prov.start(box)
     state.remember(box)
     _record_run(state, box)

@@ -118,10 +118,30 @@ def test_cost_json_prices_with_source_and_date(capsys, box1):
     assert b["name"] == "b1" and b["state"] == "running"
     assert b["per_hour"] > 0 and b["hourly_rate"]["source"] and b["hourly_rate"]["date"]
     assert b["storage_per_month"] == pytest.approx(80 * b["storage_rate"]["value"])
-    assert report["running_per_hour"] == pytest.approx(b["per_hour"])
+    assert b["address_per_hour"] == 0.005  # its public IPv4 address, billed since 2024
+    assert report["running_per_hour"] == pytest.approx(b["per_hour"] + 0.005)
     assert [i["name"] for i in report["images"]] == ["base"]
     code, out, _ = gpubox(capsys, "cost", "--cached")
     assert code == 0 and "b1" in out and "this month so far" in out
+
+
+def test_cost_keeps_a_downed_box_in_the_month(capsys, box1, settings):
+    from gpubox.state import State
+
+    state = State(settings.state_path)
+    (run,) = state.runs("b1")
+    state._db.execute("UPDATE runs SET started_at = started_at - 7200")  # it ran 2 h
+    state.close()
+    code, _, err = gpubox(capsys, "down", "b1", "--yes")
+    assert code == 0, err
+    code, out, err = gpubox(capsys, "cost", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    (gone,) = report["boxes"]
+    assert (gone["name"], gone["state"]) == ("b1", "terminated")
+    assert gone["month_compute"] == pytest.approx(2 * 0.526, rel=0.05)
+    assert report["month_so_far"] == pytest.approx(2 * 0.526, rel=0.05)
+    assert report["running_per_hour"] == 0
 
 
 def test_gc_lists_then_removes_only_with_yes(capsys, box1):

@@ -328,7 +328,9 @@ def _show_report(report) -> None:
     rows = []
     for b in report.boxes:
         per_hour = (
-            render.money(b.per_hour) if b.per_hour is not None and b.state == "running" else ""
+            render.money(b.per_hour + b.address_per_hour)
+            if b.per_hour is not None and b.state == "running"
+            else ""
         )
         kept = render.money(b.storage_per_month, "/month") if b.storage_per_month else ""
         rows.append((b.name, b.state, per_hour, kept, f"{b.hours_run:.1f}",
@@ -347,6 +349,13 @@ def _show_report(report) -> None:
                      | {i.rate.label() for i in report.images if i.rate})  # fmt: skip
     for label in sources:
         render.info(f"price: {label}")
+    if any(b.address_per_hour for b in report.boxes):
+        rate = max(b.address_per_hour for b in report.boxes)
+        render.info(f"price: public IPv4 address ${rate:g}/h while a box runs (AWS, since 2024-02)")
+    if report.complete_from is not None:
+        since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.complete_from))
+        render.warn(f"no local history before {since} (a new laptop, or lost state): the "
+                    "figures are complete from then; AWS keeps no record of earlier runs")  # fmt: skip
 
 
 def _show_plan(plan) -> None:

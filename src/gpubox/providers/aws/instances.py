@@ -267,6 +267,9 @@ def box_from(
         "sg_id": groups[0]["GroupId"] if groups else "",
         "aws_state": state_name,
         "spot_request": inst.get("SpotInstanceRequestId", ""),
+        # The start of its current or last run, kept while stopped too (cost rebuilds
+        # a run from it when the local history is lost).
+        "launch_time": f"{_epoch(inst.get('LaunchTime')) or 0:.0f}",
     }
     stopped_at = transition_time(inst.get("StateTransitionReason", ""))
     if stopped_at is not None and state in (BoxState.STOPPED, BoxState.TERMINATED):
