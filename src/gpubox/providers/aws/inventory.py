@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpubox.errors import GpuboxError
 from gpubox.providers.aws.network import BOX_TAG
@@ -22,6 +22,7 @@ from gpubox.providers.aws.session import client, default_region, used_regions
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
+    from gpubox.providers.aws.regions import Region
     from gpubox.state import State
 
 T = TypeVar("T")
@@ -39,26 +40,34 @@ def configured_regions(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
-def enabled_regions(settings: Settings, state: State | None, now: float | None = None) -> list[str]:
-    """The regions this account may use (opted in or needing no opt-in): one
-    DescribeRegions, remembered in the state for a day."""
-    from gpubox.providers.aws.regions import LISTING_REGION, list_regions
+def all_regions(
+    settings: Settings, state: State | None, now: float | None = None, *, fresh: bool = False,
+    ec2: Any = None,
+) -> list[Region]:
+    """Every region AWS has, with whether this account may use it: one DescribeRegions,
+    remembered in the state for a day (fresh=True asks again)."""
+    from gpubox.providers.aws.regions import LISTING_REGION, Region, list_regions
     from gpubox.providers.aws.session import aws_errors
 
     now = time.time() if now is None else now
-    if state is not None:
+    if state is not None and not fresh:
         try:
             cached = json.loads(state.get(ENABLED_KEY) or "{}")
-            if now - float(cached.get("at", 0)) < ENABLED_TTL_SECONDS and cached.get("regions"):
-                return [str(r) for r in cached["regions"]]
+            if now - float(cached.get("at", 0)) < ENABLED_TTL_SECONDS and cached.get("all"):
+                return [Region(str(n), str(s)) for n, s in cached["all"]]
         except (ValueError, TypeError, AttributeError):
             pass
     with aws_errors("listing the account's regions"):
-        found = list_regions(client(settings, "ec2", LISTING_REGION))
-    names = [r.name for r in found if r.enabled]
+        found = list_regions(ec2 or client(settings, "ec2", LISTING_REGION))
     if state is not None:
-        state.put(ENABLED_KEY, json.dumps({"at": now, "regions": names}))
-    return names
+        listed = [[r.name, r.opt_in_status] for r in found]
+        state.put(ENABLED_KEY, json.dumps({"at": now, "all": listed}))
+    return found
+
+
+def enabled_regions(settings: Settings, state: State | None, now: float | None = None) -> list[str]:
+    """The regions this account may use (opted in, or needing no opt-in)."""
+    return [r.name for r in all_regions(settings, state, now) if r.enabled]
 
 
 def known_regions(settings: Settings, state: State | None) -> list[str]:

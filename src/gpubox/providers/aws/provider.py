@@ -224,13 +224,22 @@ class AwsProvider:
 
     @contextlib.contextmanager
     def launch_context(
-        self, spec: BoxSpec, region: str, instance_type: str
+        self,
+        spec: BoxSpec,
+        region: str,
+        instance_type: str,
+        known: dict[str, dict] | None = None,
     ) -> Iterator[instances.LaunchContext]:
         """Check the type, image and address, make the key pair and security group; if the
-        body raises, delete those this context made (never ones it found)."""
+        body raises, delete those this context made (never ones it found).
+
+        `known` ({type: describe_instance_types answer}) comes from a preflight that has
+        checked the type and where it is offered: neither is asked again."""
         self.say(f"checking {instance_type} in {region}")
-        gpu = catalog.gpu_type(self.settings, instance_type, region)
-        catalog.check_offered(self.settings, instance_type, region, HINT_REGIONS)
+        info = (known or {}).get(instance_type)
+        gpu = catalog.gpu_type(self.settings, instance_type, region, info)
+        if info is None:
+            catalog.check_offered(self.settings, instance_type, region, HINT_REGIONS)
         image = resolve_image(self.settings, region, spec.image, gpu.arch)
         cidr, detected = network.ssh_source(self.settings, spec.ssh_from)
         identity = caller_identity(self.settings)
