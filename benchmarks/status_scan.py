@@ -5,7 +5,8 @@ the account (moto has 24 of its 38 enabled), in parallel. This starts moto's ser
 127.0.0.1 in this process, puts one box in eu-west-1, and times the real command as a
 subprocess, each run from a new empty HOME. Prints min / median / max wall time and
 how many requests of each kind one run made.
-Usage: python benchmarks/status_scan.py [N]
+Usage: python benchmarks/status_scan.py [N] [REGIONS]  (REGIONS: the aws_regions setting,
+e.g. eu-west-1, to compare with a narrowed search)
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main() -> None:
                       AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
                       AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")  # fmt: skip
     os.environ.pop("GPUBOX_AWS_REGIONS", None)
+    if len(sys.argv) > 2:
+        os.environ["GPUBOX_AWS_REGIONS"] = sys.argv[2]
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -52,7 +55,8 @@ def main() -> None:
                 sys.exit(done.stderr)
             found = [(b["name"], b["region"]) for b in json.loads(done.stdout)]
     server.stop()
-    print(f"status --refresh, empty HOME, all regions: min {min(times):.2f} s, "
+    where = os.environ.get("GPUBOX_AWS_REGIONS", "all regions")
+    print(f"status --refresh, empty HOME, {where}: min {min(times):.2f} s, "
           f"median {statistics.median(times):.2f} s, max {max(times):.2f} s; found {found}")  # fmt: skip
 
 
