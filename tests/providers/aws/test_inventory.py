@@ -130,3 +130,25 @@ def test_status_right_after_a_change_shows_the_change_from_the_cache(aws, settin
     box.up(settings, state, spec, setup=False)
     assert cached_states() == [("box1", "running")]
     state.close()
+
+
+def test_without_aws_credentials_status_never_asks_aws(isolation, monkeypatch):
+    """An ssh-only (or local-only) user: `status --refresh` lists the boxes it has and
+    sends nothing anywhere; with credentials it would ask every region."""
+    import botocore.client
+
+    from gpubox import box, config
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_SECURITY_TOKEN"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    sent: list[str] = []
+    real = botocore.client.BaseClient._make_api_call
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call",
+                        lambda self, op, params: sent.append(op) or real(self, op, params))  # fmt: skip
+    settings = config.load()
+    state = State(settings.state_path)
+    box.up(settings, state, BoxSpec(name="here", provider="local"), setup=False)
+    assert [b.name for b in box.status(settings, state, refresh=True)] == ["here"]
+    assert sent == []
+    state.close()
