@@ -167,16 +167,29 @@ class AwsProvider:
             instances.wait_for(self.settings, existing.region, existing.id, "terminated")
         try:
             made = self._launch(spec)
-        except GpuboxError:
-            # Another `up` of this name (another laptop) may hold the key pair or group
-            # this one needed: if the box exists now, this one continues on it.
-            raced = self.find(spec.name)
-            self._looked.pop(spec.name, None)
-            if raced is None or raced.state is BoxState.TERMINATED:
+        except GpuboxError as exc:
+            raced = self._made_by_a_racer(spec.name, exc)
+            if raced is None:
                 raise
             self.say(f"another gpubox made box '{spec.name}' meanwhile ({raced.id}); using it")
             return raced if raced.state is not BoxState.PENDING else self.start(raced)
         return self._keep_oldest(made)
+
+    def _made_by_a_racer(self, name: str, exc: GpuboxError) -> Box | None:
+        """The box another `up` of this name (another laptop) made while this one failed,
+        if any. When this one failed on the box's own key pair or group (the racer holds
+        them), it waits a little for the racer's instance to appear."""
+        tries = 6 if network.resource_name(name) in exc.message else 1
+        for number in range(tries):
+            found = [b for b in self._list_in(self.regions(), name)
+                     if b.state is not BoxState.TERMINATED]  # fmt: skip
+            if found:
+                return found[0]
+            if number + 1 < tries:
+                if number == 0:
+                    self.say(f"box '{name}' seems to be being made elsewhere; waiting for it")
+                time.sleep(self.wait_delay)
+        return None
 
     def _keep_oldest(self, box: Box) -> Box:
         """After a launch, one box per name: when another live instance of the name is
