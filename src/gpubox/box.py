@@ -240,9 +240,13 @@ def idle_limit_for(box: Box, spec: BoxSpec) -> int:
 
 def _record_run(state: State, box: Box) -> None:
     if box.state is BoxState.RUNNING:
-        launched = box.launched_at or time.time()
-        open_runs = [r for r in state.runs(box.name) if r["stopped_at"] is None]
-        if open_runs and float(open_runs[-1]["started_at"]) < launched - 60:
+        runs = state.runs(box.name)
+        # Never before the end of a run already closed (moto keeps the first LaunchTime
+        # across a stop and start; EC2 gives the new one).
+        ended = max((float(r["stopped_at"]) for r in runs if r["stopped_at"]), default=0.0)
+        launched = max(box.launched_at or time.time(), ended)
+        open_runs = [r for r in runs if r["stopped_at"] is None]
+        if box.launched_at and open_runs and float(open_runs[-1]["started_at"]) < launched - 60:
             # It stopped and started again while gpubox was not looking (the console):
             # that run ended before this launch, at the latest.
             state.run_stopped(box.name, launched)

@@ -248,3 +248,22 @@ def test_up_with_a_bad_idle_stop_makes_nothing(capsys, aws, limit):
                           "--idle-stop", limit, "--no-setup")  # fmt: skip
     assert code == 2 and "error:" in err
     assert ec2().describe_instances()["Reservations"] == []
+
+
+def test_a_box_stopped_behind_gpuboxs_back_ends_its_run_at_ec2s_stop_time(box1, settings):
+    """The idle agent (or the console) stops the box; gpubox sees it only at `start`."""
+    from gpubox import box
+    from gpubox.providers.aws.instances import transition_time
+    from gpubox.state import State
+
+    ec2().stop_instances(InstanceIds=[box1.id])
+    reason = ec2().describe_instances(InstanceIds=[box1.id])["Reservations"][0]["Instances"][0][
+        "StateTransitionReason"
+    ]
+    state = State(settings.state_path)
+    box.stop(settings, state, "b1")  # stop of a stopped box: the stop, at EC2's time, once
+    box.start(settings, state, "b1")
+    first, second = state.runs("b1")
+    assert first["stopped_at"] == transition_time(reason)
+    assert second["stopped_at"] is None and second["started_at"] >= first["stopped_at"]
+    state.close()
