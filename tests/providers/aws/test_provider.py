@@ -387,14 +387,16 @@ def test_a_stopped_box_carries_when_it_stopped(provider, ec2):
 def test_a_second_instance_of_a_name_made_by_a_lost_race_is_terminated_at_once(provider, ec2):
     import time
 
+    from gpubox.providers.aws import races
+
     first = provider.launch(spec())
     time.sleep(1.1)  # EC2's launch times are to the second: the other one is newer
     second = provider._launch(spec())  # as a racing `up` that looked before `first` existed
-    kept = provider._keep_oldest(second)
+    kept = races.keep_oldest(provider, second)
     assert kept.id == first.id
     assert instance(ec2, second.id)["State"]["Name"] in ("shutting-down", "terminated")
     assert any("terminating the second instance" in m for m in provider.messages)
-    assert provider._keep_oldest(first).id == first.id  # the older one keeps itself
+    assert races.keep_oldest(provider, first).id == first.id  # the older one keeps itself
 
 
 def test_the_client_token_names_the_box_never_the_process(provider, settings):

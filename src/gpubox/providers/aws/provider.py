@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from gpubox.errors import GpuboxError, NotFound
-from gpubox.providers.aws import catalog, instances, inventory, keypairs, network
+from gpubox.providers.aws import catalog, instances, inventory, keypairs, network, races
 from gpubox.providers.aws.images import console_host_keys, resolve_image
 from gpubox.providers.aws.session import (
     aws_errors,
@@ -168,54 +168,12 @@ class AwsProvider:
         try:
             made = self._launch(spec)
         except GpuboxError as exc:
-            raced = self._made_by_a_racer(spec.name, exc)
+            raced = races.made_by_a_racer(self, spec.name, exc)
             if raced is None:
                 raise
             self.say(f"another gpubox made box '{spec.name}' meanwhile ({raced.id}); using it")
             return raced if raced.state is not BoxState.PENDING else self.start(raced)
-        return self._keep_oldest(made)
-
-    def _made_by_a_racer(self, name: str, exc: GpuboxError) -> Box | None:
-        """The box another `up` of this name (another laptop) made while this one failed,
-        if any. When this one failed on the box's own key pair or group (the racer holds
-        them), it waits a little for the racer's instance to appear."""
-        tries = 6 if network.resource_name(name) in exc.message else 1
-        for number in range(tries):
-            found = [b for b in self._list_in(self.regions(), name)
-                     if b.state is not BoxState.TERMINATED]  # fmt: skip
-            if found:
-                return found[0]
-            if number + 1 < tries:
-                if number == 0:
-                    self.say(f"box '{name}' seems to be being made elsewhere; waiting for it")
-                time.sleep(self.wait_delay)
-        return None
-
-    def _keep_oldest(self, box: Box) -> Box:
-        """After a launch, one box per name: when another live instance of the name is
-        older (a racing `up` won), the one this process made is terminated at once and
-        the older one is the box. Both racers agree which is older (launch time, then id)."""
-        region = box.region or ""
-        found = instances.find_instances(self.settings, region, box.name)
-        found.sort(key=lambda i: (str(i.get("LaunchTime", "")), i["InstanceId"]))
-        if not found or found[0]["InstanceId"] == box.id:
-            return box
-        older = found[0]
-        ec2 = client(self.settings, "ec2", region)
-        self.say(f"another `gpubox up {box.name}` made {older['InstanceId']} first; "
-                 f"terminating the second instance {box.id}")  # fmt: skip
-        mine = next((i for i in found if i["InstanceId"] == box.id), {})
-        with aws_errors(f"terminating {box.id}"):
-            if mine.get("SpotInstanceRequestId"):
-                ec2.cancel_spot_instance_requests(
-                    SpotInstanceRequestIds=[mine["SpotInstanceRequestId"]]
-                )
-            ec2.terminate_instances(InstanceIds=[box.id])
-        if older["State"]["Name"] == "pending":
-            older = instances.wait_for(
-                self.settings, region, older["InstanceId"], "running", self.wait_delay
-            )
-        return self._box(region, older)
+        return races.keep_oldest(self, made)
 
     def _launch(self, spec: BoxSpec) -> Box:
         """Preflight (region, offering, quota, price), then zones -> types -> regions."""
