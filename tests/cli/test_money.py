@@ -267,3 +267,20 @@ def test_a_box_stopped_behind_gpuboxs_back_ends_its_run_at_ec2s_stop_time(box1, 
     assert first["stopped_at"] == transition_time(reason)
     assert second["stopped_at"] is None and second["started_at"] >= first["stopped_at"]
     state.close()
+
+
+def test_gc_finds_leftovers_in_a_region_this_laptop_never_used(capsys, aws, monkeypatch):
+    """The Tagging API tells which searched regions hold anything of gpubox's (one call
+    each); only those are looked at closely."""
+    import boto3
+
+    monkeypatch.setenv("GPUBOX_AWS_REGIONS", "us-east-1,eu-west-1,us-west-2")
+    west = boto3.client("ec2", region_name="eu-west-1")
+    tags = [{"ResourceType": "security-group", "Tags": [{"Key": "gpubox:box", "Value": "old"}]}]
+    sg = west.create_security_group(GroupName="gpubox-old", Description="x",
+                                    TagSpecifications=tags)["GroupId"]  # fmt: skip
+    code, out, err = gpubox(capsys, "gc", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert [(g["id"], g["region"]) for g in plan["garbage"]] == [(sg, "eu-west-1")]
+    assert sorted(plan["regions"]) == ["eu-west-1", "us-east-1", "us-west-2"]
