@@ -57,7 +57,11 @@ def isolation(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUBOX_LATENCY_ENDPOINT", "tcp://127.0.0.1:9")
     # The idle agent's install puts `gpubox-keep` here, not in this machine's /usr/local/bin.
     monkeypatch.setenv("GPUBOX_KEEP_BIN_DIR", str(tmp_path / "keep-bin"))
-    keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT", "GPUBOX_KEEP_BIN_DIR")
+    # Boxes are searched for in us-east-1 (and where a test made one): moto answers a
+    # scan of all its 26 enabled regions in ~15 s on 2 cores. Tests of the scan unset it.
+    monkeypatch.setenv("GPUBOX_AWS_REGIONS", "us-east-1")
+    keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT", "GPUBOX_KEEP_BIN_DIR",
+            "GPUBOX_AWS_REGIONS")
     for name in list(__import__("os").environ):
         if name.startswith("GPUBOX_") and name not in keep:
             monkeypatch.delenv(name, raising=False)

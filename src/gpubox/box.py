@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}$")
 # A cached status younger than this is shown without asking the cloud.
 STATUS_TTL_SECONDS = 30.0
+LISTED_KEY = "status.listed_at"
 
 
 
@@ -57,8 +58,16 @@ def _cheap_providers() -> tuple[str, ...]:
     return ("local", "ssh")
 
 
-def _aws_in_use(state: State) -> bool:
-    return bool(state.get("aws.regions"))
+def _aws_in_use(state: State, settings: Settings | None = None) -> bool:
+    """Whether AWS must be asked: gpubox used it from here, or credentials exist (a new
+    laptop with the account's credentials must see the boxes made elsewhere)."""
+    if state.get("aws.regions"):
+        return True
+    if settings is None:
+        return False
+    from gpubox.providers.aws.session import has_credentials
+
+    return has_credentials(settings)
 
 
 def known_names(settings: Settings, state: State) -> list[str]:
@@ -80,7 +89,7 @@ def find_box(
     if cached is not None:
         order.append(cached.provider)
     order += [p for p in _cheap_providers() if p not in order]
-    if "aws" not in order and _aws_in_use(state):
+    if "aws" not in order and _aws_in_use(state, settings):
         order.append("aws")
     for pname in order:
         prov = provider(settings, pname, on_progress)
@@ -189,30 +198,34 @@ def up(
             hint=f"use another name, or `gpubox down {spec.name}` first",
         )
     prov = provider(settings, spec.provider, on_progress)
-    state.journal(spec.name, "find")
-    existing = prov.find(spec.name)
-    created = started = False
-    if existing is not None and existing.state is not BoxState.TERMINATED:
-        check_unchanged(existing, spec)
-        box = existing
-        if box.state in (BoxState.STOPPED, BoxState.STOPPING):
-            say(f"box '{spec.name}' is {box.state.value}; starting it")
-            state.journal(spec.name, "start")
-            box = _start_or_else(prov, box, waiting, False, False, None, say)
-            started = True
-        elif box.state is BoxState.RUNNING:
-            say(f"box '{spec.name}' is already running; nothing to launch")
-    else:
-        state.journal(spec.name, "launch", provider=spec.provider)
-        if waiting is not None:  # --retry-until-up
-            from gpubox.capacity import retry_on_capacity
+    from gpubox.locks import box_lock
 
-            box = retry_on_capacity(lambda: prov.launch(spec), waiting, say)
+    with box_lock(settings, spec.name, say):  # a second `up` of the name waits, then finds it
+        state.journal(spec.name, "find")
+        existing = prov.find(spec.name)
+        created = started = False
+        if existing is not None and existing.state is not BoxState.TERMINATED:
+            check_unchanged(existing, spec)
+            box = existing
+            if box.state in (BoxState.STOPPED, BoxState.STOPPING):
+                say(f"box '{spec.name}' is {box.state.value}; starting it")
+                _record_run(state, box)  # its last run ended at EC2's stop time
+                state.journal(spec.name, "start")
+                box = prov.start(box)
+                started = True
+            elif box.state is BoxState.RUNNING:
+                say(f"box '{spec.name}' is already running; nothing to launch")
         else:
-            box = prov.launch(spec)
-        created = True
-    state.remember(box)
-    _record_run(state, box)
+            state.journal(spec.name, "launch", provider=spec.provider)
+            if waiting is not None:  # --retry-until-up
+                from gpubox.capacity import retry_on_capacity
+
+                box = retry_on_capacity(lambda: prov.launch(spec), waiting, say)
+            else:
+                box = prov.launch(spec)
+            created = True
+        state.remember(box)
+        _record_run(state, box)
     state.journal(spec.name, "launched", id=box.id)
     volume = prov.attach_volume(box, spec.volume) if spec.volume else None  # type: ignore[attr-defined]
     if not setup:
@@ -286,7 +299,17 @@ def guard_settings_for(settings: Settings, box: Box, spec: BoxSpec) -> Settings:
 
 def _record_run(state: State, box: Box) -> None:
     if box.state is BoxState.RUNNING:
-        state.run_started(box.name, box.type, box.price_per_hour, box.launched_at or time.time())
+        runs = state.runs(box.name)
+        # Never before the end of a run already closed (moto keeps the first LaunchTime
+        # across a stop and start; EC2 gives the new one).
+        ended = max((float(r["stopped_at"]) for r in runs if r["stopped_at"]), default=0.0)
+        launched = max(box.launched_at or time.time(), ended)
+        open_runs = [r for r in runs if r["stopped_at"] is None]
+        if box.launched_at and open_runs and float(open_runs[-1]["started_at"]) < launched - 60:
+            # It stopped and started again while gpubox was not looking (the console):
+            # that run ended before this launch, at the latest.
+            state.run_stopped(box.name, launched)
+        state.run_started(box.name, box.type, box.price_per_hour, launched)
     elif box.state in (BoxState.STOPPED, BoxState.TERMINATED):
         # The provider's time of the stop when it knows it (an idle stop at night is
         # noticed only at the next `status`), else now.
@@ -301,8 +324,10 @@ def status(
     *,
     refresh: bool | None = None,
     on_progress: Progress | None = None,
+    warnings: list[str] | None = None,
 ) -> list[Box]:
-    """Every box gpubox made, as its provider sees it.
+    """Every box gpubox made, as its provider sees it. What could not be asked is added
+    to `warnings` (when given) instead of failing the whole listing.
 
     refresh=None asks the providers only when the cache is older than STATUS_TTL_SECONDS;
     False never asks (instant); True always asks.
@@ -319,16 +344,30 @@ def status(
     cached = state.boxes()
     if refresh is False:
         return cached
-    if refresh is None and cached:
-        newest = min((state.seen_at(b.name) or 0.0) for b in cached)
-        if time.time() - newest < STATUS_TTL_SECONDS:
+    if refresh is None:
+        # The last full listing, kept current by every command that changes a box.
+        listed_at = float(state.get(LISTED_KEY) or 0.0)
+        if time.time() - listed_at < STATUS_TTL_SECONDS:
             return cached
     boxes: list[Box] = []
     pnames = list(_cheap_providers())
-    if _aws_in_use(state) or any(b.provider == "aws" for b in cached):
+    if any(b.provider == "aws" for b in cached) or _aws_in_use(state, settings):
         pnames.append("aws")
+    unreachable: GpuboxError | None = None
     for pname in pnames:
-        boxes.extend(provider(settings, pname, on_progress).list())
+        try:
+            boxes.extend(provider(settings, pname, on_progress).list())
+        except GpuboxError as exc:
+            if pname != "aws":
+                raise
+            # AWS cannot be asked (offline, a proxy, an expired session): the boxes on
+            # other hosts still answer, and the AWS ones are shown as last seen.
+            unreachable = exc
+            boxes.extend(b for b in cached if b.provider == "aws")
+    if unreachable is not None and warnings is not None:
+        warnings.append(
+            f"AWS could not be asked ({unreachable.message}); AWS boxes are shown as last seen"
+        )
     seen = {b.name for b in boxes}
     for box in boxes:
         state.remember(box)
@@ -336,6 +375,8 @@ def status(
     for old in cached:
         if old.name not in seen:
             state.forget(old.name)
+    if unreachable is None:
+        state.put(LISTED_KEY, repr(time.time()))
     return sorted(
         (b for b in boxes if b.state is not BoxState.TERMINATED), key=lambda b: b.name
     )
@@ -344,6 +385,7 @@ def status(
 def stop(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
     prov, box = find_box(settings, state, name, on_progress)
     if box.state is BoxState.STOPPED:
+        _record_run(state, box)  # stopped already (idle agent, console): at EC2's stop time
         return box
     from gpubox import forwards, jupyter
 
@@ -376,6 +418,7 @@ def start(
     prov, box = find_box(settings, state, name, on_progress)
     if box.state is BoxState.RUNNING:
         return box
+    _record_run(state, box)  # the last run ended at EC2's stop time, however it stopped
     box = _start_or_else(prov, box, waiting, move, yes, confirm, on_progress or _quiet)
     state.remember(box)
     _record_run(state, box)

@@ -99,10 +99,15 @@ def nodes_of(
 
 
 def status(
-    settings: Settings, state: State, name: str | None = None, *, refresh: bool | None = None
+    settings: Settings,
+    state: State,
+    name: str | None = None,
+    *,
+    refresh: bool | None = None,
+    warnings: list[str] | None = None,
 ) -> list[Box]:
     """lifecycle.status in status order; a box asked for by name comes with its nodes."""
-    boxes = lifecycle.status(settings, state, name, refresh=refresh)
+    boxes = lifecycle.status(settings, state, name, refresh=refresh, warnings=warnings)
     if name is not None and boxes and boxes[0].get("cluster"):
         if refresh is False:
             boxes = [b for b in state.boxes() if b.get("cluster") == boxes[0].get("cluster")]

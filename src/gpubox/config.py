@@ -42,6 +42,9 @@ class Settings:
     # Regions `up` may move to, in this order, when the chosen one has no capacity
     # (comma-separated); `--any-region` allows every enabled region, nearest first.
     failover_regions: str | None = None
+    # Regions searched for your boxes (comma-separated, or a TOML list); default: every
+    # region enabled for the account. Regions where gpubox saw a box are asked too.
+    aws_regions: str | None = None
 
     # What the bootstrap installs.
     framework: str = "pytorch"
@@ -147,6 +150,8 @@ def _coerce(name: str, raw: Any, kind: Any, source: str) -> Any:
             return int(raw)
         if "float" in kind_text:
             return float(raw)
+        if isinstance(raw, list):  # a TOML list, e.g. aws_regions = ["us-east-1"]
+            return ",".join(str(item) for item in raw)
         if "Path" in kind_text:
             return Path(str(raw)).expanduser()
         return str(raw)

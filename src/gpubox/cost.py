@@ -44,6 +44,11 @@ class BoxCost:
     hourly_rate: Rate | None = None
     storage_rate: Rate | None = None
     hours_run: float = 0.0
+    # The public IPv4 address AWS bills while the box runs (in spent/month_compute too).
+    address_per_hour: float = 0.0
+    # History before this instant is not known here (local state lost or new laptop);
+    # the figures count from it. None: complete since the box was made.
+    complete_from: float | None = None
 
     @property
     def spent(self) -> float:
@@ -91,7 +96,17 @@ class CostReport:
 
     @property
     def running_per_hour(self) -> float:
-        return sum(b.per_hour or 0.0 for b in self.boxes if b.state == BoxState.RUNNING.value)
+        return sum(
+            (b.per_hour or 0.0) + b.address_per_hour
+            for b in self.boxes
+            if b.state == BoxState.RUNNING.value
+        )
+
+    @property
+    def complete_from(self) -> float | None:
+        """The latest instant before which some box's history is unknown, if any."""
+        known = [b.complete_from for b in self.boxes if b.complete_from is not None]
+        return max(known) if known else None
 
     @property
     def kept_per_month(self) -> float:
@@ -114,6 +129,7 @@ class CostReport:
         return {
             "now": self.now,
             "running_per_hour": round(self.running_per_hour, 4),
+            "complete_from": self.complete_from,
             "kept_per_month": round(self.kept_per_month, 2),
             "month_so_far": round(self.month_so_far, 2),
             "spent": round(self.spent, 2),
@@ -136,17 +152,27 @@ def run_intervals(
     """(start, end, $/h) of each run, overlaps merged; an open run ends now.
 
     A running box whose launch time no run covers (gpubox did not see it start) gets a
-    run from its launch time, priced at the box's price.
+    run from its launch time, priced at the box's price; so does a stopped box's last run,
+    from its last launch to EC2's stop time, when the local history lacks it. An open run
+    ends at EC2's stop time when the box is stopped (it stopped itself, or was stopped
+    in the console), never at `now`.
     """
+    last = _ec2_last_run(box)
+    stopped_at = None
+    if box is not None and box.state in (BoxState.STOPPED, BoxState.TERMINATED):
+        stopped_at = float(box.get("stopped_at") or 0.0) or None
     spans: list[tuple[float, float, float | None]] = []
     for run in runs:
         start = float(run["started_at"])
-        end = float(run["stopped_at"]) if run.get("stopped_at") is not None else now
+        if run.get("stopped_at") is not None:
+            end = float(run["stopped_at"])
+        else:
+            end = stopped_at if stopped_at is not None and stopped_at >= start else now
         spans.append((start, min(end, now), run.get("price_per_hour")))
-    if box is not None and box.state is BoxState.RUNNING and box.launched_at:
-        launched = float(box.launched_at)
+    if last is not None:
+        launched, ended = last
         if not any(s <= launched + 60 and launched <= e for s, e, _ in spans):
-            spans.append((launched, now, box.price_per_hour))
+            spans.append((launched, min(ended, now), box.price_per_hour if box else None))
     spans.sort()
     merged: list[tuple[float, float, float | None]] = []
     for start, end, price in spans:
@@ -159,6 +185,33 @@ def run_intervals(
             continue
         merged.append((start, end, price))
     return merged
+
+
+def _ec2_last_run(box: Box | None) -> tuple[float, float] | None:
+    """(start, end) of the box's current or last run as EC2 tells it: its launch time to
+    now (running; end = +inf) or to its stop time (StateTransitionReason), else None."""
+    if box is None:
+        return None
+    if box.state is BoxState.RUNNING and box.launched_at:
+        return float(box.launched_at), float("inf")
+    launched, stopped = box.get("launch_time"), box.get("stopped_at")
+    if box.state is BoxState.STOPPED and launched and stopped and float(stopped) > float(launched):
+        return float(launched), float(stopped)
+    return None
+
+
+def complete_from(
+    spans: Sequence[tuple[float, float, float | None]], box: Box, *, slack: float = 600.0
+) -> float | None:
+    """When the known history starts, if the box is older than that (lost local state:
+    runs before it are unknown); None when the history goes back to the box's making."""
+    made = box.created_at
+    first = spans[0][0] if spans else None
+    if made is None:
+        return None
+    if first is None:
+        return None if box.state is not BoxState.RUNNING else made
+    return first if first > made + slack else None
 
 
 def compute_spend(
@@ -192,13 +245,19 @@ def box_cost(
     *,
     hourly: Rate | None,
     storage: Rate | None,
+    address_per_hour: float = 0.0,
 ) -> BoxCost:
-    """The cost of one box: $/h now, $/month kept, spent since made, and this month."""
+    """The cost of one box: $/h now, $/month kept, spent since made, and this month.
+
+    address_per_hour: what its public IPv4 address costs while it runs (AWS: $0.005/h).
+    """
     spans = run_intervals(runs, box, now)
     price = hourly.value if hourly else box.price_per_hour
     spent_compute, hours = compute_spend(spans, price)
     month = month_start(now)
-    month_compute, _ = compute_spend(spans, price, since=month)
+    month_compute, month_hours = compute_spend(spans, price, since=month)
+    spent_compute += hours * address_per_hour
+    month_compute += month_hours * address_per_hour
     gb = float(box.disk_gb or 0)
     per_gb = storage.value if storage else 0.0
     born = box.created_at or (spans[0][0] if spans else None)
@@ -214,7 +273,19 @@ def box_cost(
         hourly_rate=hourly,
         storage_rate=storage,
         hours_run=hours,
+        address_per_hour=address_per_hour,
+        complete_from=complete_from(spans, box),
     )
+
+
+def gone_box_cost(name: str, runs: Sequence[Mapping[str, Any]], now: float) -> BoxCost:
+    """A box that was `down`ed: what its runs cost, kept in the totals (no disk now)."""
+    spans = run_intervals(runs, None, now)
+    spent, hours = compute_spend(spans, None)
+    month, _ = compute_spend(spans, None, since=month_start(now))
+    return BoxCost(name=name, state=BoxState.TERMINATED.value, per_hour=None,
+                   storage_per_month=0.0, spent_compute=spent, spent_storage=0.0,
+                   month_compute=month, month_storage=0.0, hours_run=hours)  # fmt: skip
 
 
 def image_cost(
@@ -250,11 +321,23 @@ def report(
     *,
     hourly_of: Callable[[Box], Rate | None],
     storage_of: Callable[[Box], Rate | None],
+    address_of: Callable[[Box], float] = lambda _: 0.0,
+    gone: Iterable[str] = (),
 ) -> CostReport:
-    costs = tuple(
-        box_cost(b, runs_of(b.name), now, hourly=hourly_of(b), storage=storage_of(b)) for b in boxes
-    )
-    return CostReport(now=now, boxes=costs, images=tuple(images))
+    """The report of these boxes, and of the `gone` names (boxes `down`ed, whose runs still
+    count in the totals: the month's bill keeps them)."""
+    boxes = list(boxes)
+    costs = [
+        box_cost(b, runs_of(b.name), now, hourly=hourly_of(b), storage=storage_of(b),
+                 address_per_hour=address_of(b))  # fmt: skip
+        for b in boxes
+    ]
+    live = {b.name for b in boxes}
+    for name in sorted(set(gone) - live):
+        gone_cost = gone_box_cost(name, runs_of(name), now)
+        if gone_cost.month_compute > 0:  # in this month's bill
+            costs.append(gone_cost)
+    return CostReport(now=now, boxes=tuple(costs), images=tuple(images))
 
 
 # --- prices from the catalog (AWS boxes); others cost nothing gpubox can see -------------
@@ -294,10 +377,15 @@ def snapshot_rate(region: str) -> Rate:
 
 def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) -> CostReport:
     """The cost report of these boxes (from `box.status`) and every saved image."""
-    from gpubox.providers.aws.session import used_regions
+    from gpubox.box import _aws_in_use
 
+    boxes = list(boxes)
     images: list[ImageCost] = []
-    regions = used_regions(state)
+    regions: list[str] = []
+    if any(b.provider == "aws" for b in boxes) or _aws_in_use(state, settings):
+        from gpubox.providers.aws.inventory import regions_holding_things
+
+        regions = regions_holding_things(settings, state)
     if regions:
         from gpubox.providers.aws.saved_images import list_saved_images
 
@@ -313,6 +401,8 @@ def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) ->
                     snapshot_rate(image.region),
                 )  # fmt: skip
             )
+    from gpubox.providers.aws.gc import ELASTIC_IP_PER_HOUR
+
     made = report(
         boxes,
         state.runs,
@@ -320,6 +410,8 @@ def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) ->
         now,
         hourly_of=lambda b: hourly_rate(settings, b),
         storage_of=lambda b: disk_rate(b.region or "") if b.provider == "aws" else None,
+        address_of=lambda b: ELASTIC_IP_PER_HOUR if b.provider == "aws" else 0.0,
+        gone={run["name"] for run in state.runs()},
     )
     if regions:  # data volumes outlive boxes: billed per GB-month until `gpubox volume rm`
         from dataclasses import replace

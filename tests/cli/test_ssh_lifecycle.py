@@ -30,6 +30,10 @@ pytestmark = [
 def test_up_status_again_ssh_stop_down_on_an_ssh_host(tmp_path):
     with far_host(tmp_path, box="far") as far_side:
         server, far_home, gpubox = far_side.server, far_side.home, far_side.gpubox
+        # An ssh-only user has no AWS credentials: with them, `status` would ask AWS too.
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                     "AWS_SECURITY_TOKEN"):  # fmt: skip
+            far_side.env.pop(name, None)
         host = f"root@127.0.0.1:{server.port}"
         up = gpubox("up", "far", "--host", host, "--key", str(server.key_path), "--no-browser")
         assert up.returncode == 0, up.stderr

@@ -420,7 +420,8 @@ def status_cmd(
 
     settings = load_settings()
     with _open_state(settings) as state:
-        boxes = cluster.status(settings, state, name, refresh=refresh)
+        warnings: list[str] = []
+        boxes = cluster.status(settings, state, name, refresh=refresh, warnings=warnings)
         # One box asked for by name: also what its idle agent says (one SSH command).
         idle = _idle_of(settings, state, boxes[0]) if name and refresh is not False else None
         open_forwards = _forwards_of(state, name) if name else []
@@ -428,6 +429,8 @@ def status_cmd(
             from gpubox.idle import remember_failed_stop
 
             remember_failed_stop(state, boxes[0].name, idle)
+    for line in warnings:
+        render.warn(line)
     if json_out:
         rows = [b.to_dict() for b in boxes]
         if idle is not None:

@@ -28,10 +28,12 @@ def _say(text: str) -> None:
     render.info(f"… {text}")
 
 
-def _regions(state) -> list[str]:
-    from gpubox.providers.aws.session import used_regions
+def _regions(settings, state) -> list[str]:
+    """The regions holding anything gpubox tagged: every enabled region (or the
+    `aws_regions` setting) asked at once, not only those this laptop remembers."""
+    from gpubox.providers.aws.inventory import regions_holding_things
 
-    return used_regions(state)
+    return regions_holding_things(settings, state)
 
 
 @app.command()
@@ -77,7 +79,7 @@ def images(
 
     settings = load_settings()
     with _state(settings) as state:
-        regions = _regions(state)
+        regions = _regions(settings, state)
     found = list_saved_images(settings, regions) if regions else []
     if json_out:
         render.print_json([dict(i.__dict__) for i in found])
@@ -190,7 +192,7 @@ def _remove_image(wanted: str, yes: bool) -> None:
 
     settings = load_settings()
     with _state(settings) as state:
-        regions = _regions(state)
+        regions = _regions(settings, state)
     image = find_saved_image(settings, regions, wanted)
     used_by = boxes_using(settings, image)
     per_month = snapshot_rate(image.region).value * image.size_gb
@@ -229,7 +231,10 @@ def gc(
     ] = False,
     region: Annotated[
         str | None,
-        typer.Option(help="Look in this region only (default: every region gpubox used)."),
+        typer.Option(
+            help="Look in this region only (default: every enabled region, or the "
+            "aws_regions setting)."
+        ),
     ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print what was found as JSON; removes nothing.")
@@ -242,24 +247,20 @@ def gc(
     Example: gpubox gc --yes
     """
     from gpubox.providers.aws import gc as gc_mod
+    from gpubox.providers.aws.inventory import regions_holding_things, search_regions
 
     settings = load_settings()
-    with _state(settings) as state:
-        used = _regions(state)
-        aws_boxes = state.boxes("aws")
-    keep = {b.name: b.id for b in aws_boxes}
-    box_regions = {b.name: b.region for b in aws_boxes}
     if region is not None:
         from gpubox.validate import check_region
 
         check_region(region, "from --region")
-    if region and region not in used:
-        render.warn(f"gpubox has no record of using {region}; looking there anyway")
-    regions = [region] if region else used
-    if not regions:
-        render.info("gpubox has not used any AWS region from here: nothing to clean up")
-        return
-    plan = gc_mod.find_garbage(settings, regions, keep, box_regions)
+    with _state(settings) as state:
+        searched = [region] if region else search_regions(settings, state)
+        regions = [region] if region else regions_holding_things(settings, state, searched)
+        aws_boxes = state.boxes("aws")
+    keep = {b.name: b.id for b in aws_boxes}
+    box_regions = {b.name: b.region for b in aws_boxes}
+    plan = gc_mod.find_garbage(settings, regions, keep, box_regions, searched=searched)
     if json_out:
         render.print_json({"regions": list(plan.regions), "per_month": plan.per_month,
                            "garbage": [g.__dict__ for g in plan.garbage],
@@ -358,7 +359,9 @@ def _show_report(report) -> None:
     rows = []
     for b in report.boxes:
         per_hour = (
-            render.money(b.per_hour) if b.per_hour is not None and b.state == "running" else ""
+            render.money(b.per_hour + b.address_per_hour)
+            if b.per_hour is not None and b.state == "running"
+            else ""
         )
         kept = render.money(b.storage_per_month, "/month") if b.storage_per_month else ""
         rows.append((b.name, b.state, per_hour, kept, f"{b.hours_run:.1f}",
@@ -381,6 +384,13 @@ def _show_report(report) -> None:
                      | {i.rate.label() for i in report.images if i.rate})  # fmt: skip
     for label in sources:
         render.info(f"price: {label}")
+    if any(b.address_per_hour for b in report.boxes):
+        rate = max(b.address_per_hour for b in report.boxes)
+        render.info(f"price: public IPv4 address ${rate:g}/h while a box runs (AWS, since 2024-02)")
+    if report.complete_from is not None:
+        since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.complete_from))
+        render.warn(f"no local history before {since} (a new laptop, or lost state): the "
+                    "figures are complete from then; AWS keeps no record of earlier runs")  # fmt: skip
 
 
 def _show_plan(plan) -> None:
@@ -391,7 +401,8 @@ def _show_plan(plan) -> None:
         render.say(f"left behind: {len(plan.garbage)} things costing about "
                    f"{render.money(plan.per_month, '/month')}")  # fmt: skip
     else:
-        render.ok(f"nothing left behind in {', '.join(plan.regions)}")
+        where = ", ".join(plan.regions) if len(plan.regions) <= 3 else f"{len(plan.regions)} regions"
+        render.ok(f"nothing left behind in {where}")
     if plan.kept_images:
         total = sum(g.per_month for g in plan.kept_images)
         render.info(f"kept: {len(plan.kept_images)} saved image(s), about "

@@ -273,3 +273,32 @@ def session_state(settings):
     from gpubox.state import State
 
     return State(settings.state_path)
+
+
+def test_a_new_up_asks_aws_each_question_once(aws, capsys, monkeypatch):
+    """The whole `gpubox up NAME --no-setup` of a new box: every request counted at
+    botocore's client (all services), none asked twice but the look for a second
+    instance of the name after the launch (the world may have changed: a racing `up`)."""
+    import collections
+
+    import botocore.client
+
+    from tests.cli.test_money import gpubox
+
+    calls: list[tuple[str, str, str]] = []
+    real = botocore.client.BaseClient._make_api_call
+
+    def spy(self, operation, params):
+        calls.append((operation, self.meta.region_name, repr(sorted(params.items()))))
+        return real(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", spy)
+    code, _, err = gpubox(capsys, "up", "box1", "--type", "g4dn.xlarge", "--no-setup",
+                          "--ssh-from", SSH_FROM)  # fmt: skip
+    assert code == 0, err
+    print("up --no-setup requests:", len(calls), [c[0] for c in calls])
+    repeated = {c: n for c, n in collections.Counter(calls).items() if n > 1}
+    assert [(op, n) for (op, _, _), n in repeated.items()] == [("DescribeInstances", 2)]
+    ops = collections.Counter(c[0] for c in calls)
+    assert ops["DescribeInstanceTypes"] == 1 and ops["DescribeInstanceTypeOfferings"] == 1
+    assert len(calls) <= 22  # 26 before, 4 of them repeats

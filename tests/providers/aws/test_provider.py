@@ -382,3 +382,38 @@ def test_a_stopped_box_carries_when_it_stopped(provider, ec2):
     provider.stop(box)
     stopped_at = float(provider.find("box1").get("stopped_at"))
     assert before - 2 <= stopped_at <= _time.time() + 1  # EC2's time stamp has whole seconds
+
+
+def test_a_second_instance_of_a_name_made_by_a_lost_race_is_terminated_at_once(provider, ec2):
+    import time
+
+    from gpubox.providers.aws import races
+
+    first = provider.launch(spec())
+    time.sleep(1.1)  # EC2's launch times are to the second: the other one is newer
+    second = provider._launch(spec())  # as a racing `up` that looked before `first` existed
+    kept = races.keep_oldest(provider, second)
+    assert kept.id == first.id
+    assert instance(ec2, second.id)["State"]["Name"] in ("shutting-down", "terminated")
+    assert any("terminating the second instance" in m for m in provider.messages)
+    assert races.keep_oldest(provider, first).id == first.id  # the older one keeps itself
+
+
+def test_the_client_token_names_the_box_never_the_process(provider, settings):
+    from gpubox.providers.aws.instances import client_token
+
+    one = client_token("123456789012", "us-east-1", "box1", "sg-1", "g4dn.xlarge", "us-east-1a")
+    assert one == client_token("123456789012", "us-east-1", "box1", "sg-1", "g4dn.xlarge",
+                               "us-east-1a")  # fmt: skip
+    assert one != client_token("123456789012", "us-east-1", "box1", "sg-2", "g4dn.xlarge",
+                               "us-east-1a")  # a new generation after `down`  # fmt: skip
+    sent = []
+    from gpubox.providers.aws.session import client
+
+    client(settings, "ec2", "us-east-1", purpose="launch").meta.events.register(
+        "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(params)
+    )
+    box = provider.launch(spec())
+    provider.terminate(box)
+    provider.launch(spec())  # the same box made again: its new group, a new token
+    assert len(sent) == 2 and sent[0]["ClientToken"] != sent[1]["ClientToken"]

@@ -183,9 +183,12 @@ def describe_type(settings: Settings, type_name: str, region: str) -> dict[str, 
     return found[0]
 
 
-def gpu_type(settings: Settings, type_name: str, region: str) -> GpuType:
-    """The GpuType for a name (no prices); NotFound for unknown or GPU-less types."""
-    info = describe_type(settings, type_name, region)
+def gpu_type(
+    settings: Settings, type_name: str, region: str, info: dict[str, Any] | None = None
+) -> GpuType:
+    """The GpuType for a name (no prices); NotFound for unknown or GPU-less types.
+    `info`: the type's description when the caller has it already (no call then)."""
+    info = info or describe_type(settings, type_name, region)
     found = _gpu_type_from(info)
     if found is None:
         raise NotFound(

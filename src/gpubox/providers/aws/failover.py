@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gpubox.config import Settings
@@ -43,6 +43,8 @@ class LaunchPlan:
     spot_price: float | None  # cheapest zone now; None when not spot
     alternatives: tuple[str, ...]  # other enabled regions, nearest first
     lines: tuple[str, ...]  # what to tell the user before launching
+    # describe_instance_types of each type, as the preflight read it (not asked again).
+    type_infos: dict[str, dict] = field(default_factory=dict, compare=False)
 
 
 def preflight(
@@ -65,12 +67,19 @@ def preflight(
     """
     if not types:
         raise NotFound("no instance type given", hint="pass --type, e.g. --type g5.xlarge")
+    from gpubox.providers.aws import inventory
+
     home = region or settings.region
-    all_regions = regions.list_regions(ec2_for(regions.LISTING_REGION))
+    # The account's regions, as `status` and `down` read them a moment ago (a day's cache).
+    listing = ec2_for(regions.LISTING_REGION)
+    all_regions = inventory.all_regions(settings, state, ec2=listing)
+    if home and home not in {r.name for r in all_regions if r.enabled}:
+        all_regions = inventory.all_regions(settings, state, fresh=True, ec2=listing)
     if home:
         regions.check_region(home, all_regions)  # a typo stops here, with a suggestion
     # A type that exists nowhere stops here, before any region is searched for it.
-    vcpus = quotas.vcpus_of_types(ec2_for(home or regions.LISTING_REGION), types)
+    infos: dict[str, dict] = {}
+    vcpus = quotas.vcpus_of_types(ec2_for(home or regions.LISTING_REGION), types, infos)
     choice: regions.RegionChoice | None = None
     chosen_type = types[0]
     for candidate in types:
@@ -128,6 +137,7 @@ def preflight(
         spot_now,
         choice.alternatives,
         tuple(lines),
+        infos,
     )
 
 
@@ -264,7 +274,10 @@ def launch(provider: Any, spec: Any) -> Any:
             continue
         tried.append(region)
         try:
-            with provider.launch_context(spec, region, tries[0].instance_type) as ctx:
+            # The preflight and the offerings asked above checked the type here already.
+            with provider.launch_context(
+                spec, region, tries[0].instance_type, known=plan.type_infos
+            ) as ctx:
                 inst = launch_with_failover(
                     tries,
                     lambda a, ctx=ctx: instances.launch_attempt(ctx, spec, a.instance_type, a.zone),

@@ -73,6 +73,7 @@ def find_garbage(
     regions: Iterable[str],
     keep_boxes: Mapping[str, str | None] | None = None,
     box_regions: Mapping[str, str | None] | None = None,
+    searched: Iterable[str] = (),
 ) -> GcPlan:
     """What no box owns any more, region by region; changes nothing.
 
@@ -81,20 +82,29 @@ def find_garbage(
     state, e.g. an `up` still making its key and group): they own their resources too,
     and where a name has several live instances, the one with that id is the box.
     `box_regions` ({name: region}) limits that to the box's own region, so what a box
-    left in another region (an abandoned launch attempt) is still found.
+    left in another region (an abandoned launch attempt) is still found. Regions are
+    looked at in parallel; `searched` names every region asked (for the report) when
+    `regions` are only those `inventory.tagged_regions` found holding something.
     """
     keep = dict(keep_boxes or {})
     regions = tuple(regions)
-    garbage: list[Garbage] = []
-    kept: list[Garbage] = []
     where = dict(box_regions or {})
-    for region in regions:
+
+    def scan(region: str) -> tuple[list[Garbage], list[Garbage]]:
         here = {n: i for n, i in keep.items() if where.get(n) in (None, region)}
         with aws_errors(f"looking for leftovers in {region}"):
-            found, saved = _scan_region(settings, region, here)
-        garbage += found
-        kept += saved
-    return GcPlan(regions, tuple(garbage), tuple(kept))
+            return _scan_region(settings, region, here)
+
+    from gpubox.providers.aws.inventory import each_region
+
+    failures: list[Exception] = []
+    answers = each_region(regions, scan, lambda _, exc: failures.append(exc))
+    if failures:  # a region that could not be looked at: say so, never "nothing left"
+        raise failures[0]
+    garbage = [g for r in regions for g in answers[r][0]]
+    kept = [g for r in regions for g in answers[r][1]]
+    all_searched = tuple(dict.fromkeys([*searched, *regions]))
+    return GcPlan(all_searched, tuple(garbage), tuple(kept))
 
 
 def _scan_region(

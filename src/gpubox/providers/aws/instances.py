@@ -55,7 +55,10 @@ class LaunchContext:
     key_name: str
     group_id: str
     owner: str
-    attempt: int = 1
+    # What names this box in the cloud, the same for every process launching it: the
+    # account, and the box's generation (its security group, new after each `down`).
+    account: str = ""
+    generation: str = ""
     on_progress: Progress | None = None
     wait_delay: float = WAIT_DELAY_SECONDS
     placement_group: str | None = None  # a box of several instances: its cluster group
@@ -66,9 +69,20 @@ class LaunchContext:
             self.on_progress(message)
 
 
-def client_token(name: str, region: str, instance_type: str, place: str | None, attempt: int) -> str:
-    """Same inputs, same token: a retried RunInstances can never make a second instance."""
-    digest = hashlib.sha256(f"{name}|{region}|{instance_type}|{place}|{attempt}".encode())
+def client_token(
+    account: str, region: str, name: str, generation: str, instance_type: str, place: str | None
+) -> str:
+    """Same box, same token: a retried RunInstances, or a second `up` of the name racing
+    this one (another terminal, another laptop), gets the same instance, never a second.
+
+    Nothing per-process goes in: the account, region and name say which box; the
+    generation (its security group's id) tells a box from the one a `down` removed,
+    whose token EC2 still remembers; the type and zone of the try tell one failover try
+    from the next, and two racing launches of the box try them in the same order.
+    """
+    digest = hashlib.sha256(
+        f"{account}|{region}|{name}|{generation}|{instance_type}|{place}".encode()
+    )
     return f"gpubox-{name}-{digest.hexdigest()[:16]}"[:64]
 
 
@@ -107,7 +121,9 @@ def run_params(ctx: LaunchContext, spec: BoxSpec, instance_type: str, place: str
              + node_tags(spec.cluster, spec.node_rank)},
             {"ResourceType": "volume", "Tags": tags_for(spec.name, ctx.owner, "volume")},
         ],
-        "ClientToken": client_token(spec.name, ctx.region, instance_type, place, ctx.attempt),
+        "ClientToken": client_token(
+            ctx.account, ctx.region, spec.name, ctx.generation, instance_type, place
+        ),
         # The box's guard: cloud-init installs the idle agent at first boot (gpubox/guard.py).
         "UserData": guard.user_data(ctx.settings, spec),
     }
@@ -286,6 +302,9 @@ def box_from(
         "node": tag_value(inst, NODE_TAG) or "",
         "aws_state": state_name,
         "spot_request": inst.get("SpotInstanceRequestId", ""),
+        # The start of its current or last run, kept while stopped too (cost rebuilds
+        # a run from it when the local history is lost).
+        "launch_time": f"{_epoch(inst.get('LaunchTime')) or 0:.0f}",
     }
     stopped_at = transition_time(inst.get("StateTransitionReason", ""))
     if stopped_at is not None and state in (BoxState.STOPPED, BoxState.TERMINATED):

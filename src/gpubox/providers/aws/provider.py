@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from gpubox.errors import CapacityError, GpuboxError, NotFound
-from gpubox.providers.aws import catalog, instances, keypairs, network, placement
+from gpubox.providers.aws import catalog, instances, inventory, keypairs, network, placement, races
 from gpubox.providers.aws.images import console_host_keys, resolve_image
 from gpubox.providers.aws.session import (
     aws_errors,
@@ -22,7 +22,6 @@ from gpubox.providers.aws.session import (
     client,
     default_region,
     remember_region,
-    used_regions,
 )
 from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, SshEndpoint
 
@@ -64,6 +63,7 @@ class AwsProvider:
         self._state = state
         self.choose_region = region_chooser
         self.wait_delay: float = instances.WAIT_DELAY_SECONDS
+        self._looked: dict[str, tuple[Box | None, float]] = {}
 
     # helpers ---------------------------------------------------------------
     def say(self, message: str) -> None:
@@ -79,10 +79,12 @@ class AwsProvider:
         return self._state
 
     def regions(self) -> list[str]:
-        """Regions to look in: those gpubox has used, and the default one."""
-        found = used_regions(self.state)
-        home = default_region(self.settings)
-        return found if home in found else [*found, home]
+        """The fast path: regions gpubox made or saw boxes in, and the default one."""
+        return inventory.known_regions(self.settings, self.state)
+
+    def search_regions(self) -> list[str]:
+        """Every region to ask: all enabled ones (or the `aws_regions` setting)."""
+        return inventory.search_regions(self.settings, self.state)
 
     def _box(self, region: str, inst: dict) -> Box:
         sizes = instances.root_volume_sizes(self.settings, region, [inst])
@@ -108,16 +110,34 @@ class AwsProvider:
 
     # Provider --------------------------------------------------------------
     def find(self, name: str) -> Box | None:
-        found = self._list_in(self.regions(), name)
+        """The box called `name` in any region: the known regions first, then every other.
+
+        Of several live instances with that name (a race another `up` lost), the oldest.
+        """
+        near = self.regions()
+        cached = self.state.box(name)
+        if cached is not None and cached.provider == "aws" and cached.region:
+            near = [cached.region, *[r for r in near if r != cached.region]]
+        found = self._list_in(near, name)
+        if not any(b.state is not BoxState.TERMINATED for b in found):
+            found += self._list_in([r for r in self.search_regions() if r not in near], name)
         live = [b for b in found if b.state is not BoxState.TERMINATED]
-        return (live or found or [None])[0]
+        box = (live or found or [None])[0]
+        self._looked[name] = (box, time.monotonic())
+        return box
 
     def list(self) -> list[Box]:
-        return sorted(self._list_in(self.regions()), key=lambda b: b.name)
+        return sorted(self._list_in(self.search_regions()), key=lambda b: b.name)
 
     def _list_in(self, regions: list[str], name: str | None = None) -> list[Box]:
+        """gpubox's instances in these regions, asked in parallel: one DescribeInstances
+        per region, one DescribeVolumes where there are any. Oldest first."""
+
         def in_region(region: str) -> list[Box]:
             found = instances.find_instances(self.settings, region, name)
+            if not found:
+                return []
+            found.sort(key=lambda i: (str(i.get("LaunchTime", "")), i["InstanceId"]))
             sizes = instances.root_volume_sizes(self.settings, region, found)
             return [
                 instances.box_from(
@@ -126,20 +146,36 @@ class AwsProvider:
                 for i in found
             ]
 
-        if len(regions) == 1:
-            return in_region(regions[0])
-        with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
-            return [b for boxes in pool.map(in_region, regions) for b in boxes]
+        answers = inventory.each_region(
+            regions, in_region, lambda r, exc: self.say(f"could not look in {r}: {exc.message}")
+        )
+        for region, boxes in answers.items():
+            if boxes:
+                remember_region(self.state, region)
+        return [b for region in regions for b in answers.get(region, [])]
 
     def launch(self, spec: BoxSpec) -> Box:
-        existing = self.find(spec.name)
+        looked = self._looked.pop(spec.name, None)  # what find() just said, not asked twice
+        existing = looked[0] if looked and time.monotonic() - looked[1] < 10 else self.find(
+            spec.name
+        )
+        self._looked.pop(spec.name, None)  # used once: what follows changes the answer
         if existing is not None and existing.state is not BoxState.TERMINATED:
             self.say(f"box '{spec.name}' exists ({existing.id}, {existing.state.value})")
             return existing if existing.state is BoxState.RUNNING else self.start(existing)
         if existing is not None and existing.id and existing.region:
             # Still shutting down from an earlier `down`: let it go before making its successor.
             instances.wait_for(self.settings, existing.region, existing.id, "terminated")
-        return self._launch(self._near_volume(spec))
+        spec = self._near_volume(spec)
+        try:
+            made = self._launch(spec)
+        except GpuboxError as exc:
+            raced = races.made_by_a_racer(self, spec.name, exc)
+            if raced is None:
+                raise
+            self.say(f"another gpubox made box '{spec.name}' meanwhile ({raced.id}); using it")
+            return raced if raced.state is not BoxState.PENDING else self.start(raced)
+        return races.keep_oldest(self, made)
 
     def _near_volume(self, spec: BoxSpec) -> BoxSpec:
         """A box with a data volume that exists is launched in the volume's zone (first);
@@ -202,18 +238,27 @@ class AwsProvider:
 
     @contextlib.contextmanager
     def launch_context(
-        self, spec: BoxSpec, region: str, instance_type: str
+        self,
+        spec: BoxSpec,
+        region: str,
+        instance_type: str,
+        known: dict[str, dict] | None = None,
     ) -> Iterator[instances.LaunchContext]:
         """Check the type, image and address, make the key pair and security group; if the
-        body raises, delete those this context made (never ones it found)."""
+        body raises, delete those this context made (never ones it found).
+
+        `known` ({type: describe_instance_types answer}) comes from a preflight that has
+        checked the type and where it is offered: neither is asked again."""
         self.say(f"checking {instance_type} in {region}")
-        gpu = catalog.gpu_type(self.settings, instance_type, region)
-        catalog.check_offered(self.settings, instance_type, region, HINT_REGIONS)
+        info = (known or {}).get(instance_type)
+        gpu = catalog.gpu_type(self.settings, instance_type, region, info)
+        if info is None:
+            catalog.check_offered(self.settings, instance_type, region, HINT_REGIONS)
         image = resolve_image(self.settings, region, spec.image, gpu.arch)
         cidr, detected = network.ssh_source(self.settings, spec.ssh_from)
-        owner = caller_identity(self.settings).get("Arn", "unknown")
+        identity = caller_identity(self.settings)
+        owner = identity.get("Arn", "unknown")
         remember_region(self.state, region)
-        attempt = self._next_attempt(spec.name)
         key = group = None
         shared = spec.cluster or spec.name  # the nodes of one box share key, group, placement
         made_placement = False
@@ -238,7 +283,8 @@ class AwsProvider:
                 key_name=key.name,
                 group_id=group.id,
                 owner=owner,
-                attempt=attempt,
+                account=identity.get("Account", ""),
+                generation=group.id,
                 on_progress=self.on_progress,
                 wait_delay=self.wait_delay,
                 placement_group=placement_group,
@@ -261,12 +307,6 @@ class AwsProvider:
                     key.created_file
                 ):
                     key.path.unlink(missing_ok=True)
-
-    def _next_attempt(self, name: str) -> int:
-        key = f"aws.launch_attempt.{name}"
-        attempt = int(self.state.get(key) or 0) + 1
-        self.state.put(key, str(attempt))
-        return attempt
 
     def stop(self, box: Box) -> Box:
         inst = self._current(box)

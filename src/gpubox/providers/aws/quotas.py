@@ -91,8 +91,11 @@ class Quota:
 # ---- reading ---------------------------------------------------------------------
 
 
-def vcpus_of_types(ec2: Any, instance_types: Iterable[str]) -> dict[str, int]:
-    """Default vCPUs of each type (1 API call); a type that does not exist: NotFound."""
+def vcpus_of_types(
+    ec2: Any, instance_types: Iterable[str], infos: dict[str, dict] | None = None
+) -> dict[str, int]:
+    """Default vCPUs of each type (1 API call); a type that does not exist: NotFound.
+    `infos`, when given, receives each type's whole description (asked once, used again)."""
     from botocore.exceptions import ClientError
 
     wanted = sorted(set(instance_types))
@@ -104,6 +107,8 @@ def vcpus_of_types(ec2: Any, instance_types: Iterable[str]) -> dict[str, int]:
         if exc.response["Error"]["Code"] == "InvalidInstanceType":
             raise _unknown_type(ec2, wanted) from None
         raise
+    if infos is not None:
+        infos.update((t["InstanceType"], t) for t in answer["InstanceTypes"])
     return {t["InstanceType"]: int(t["VCpuInfo"]["DefaultVCpus"]) for t in answer["InstanceTypes"]}
 
 

@@ -237,6 +237,16 @@ def caller_identity(settings: Settings) -> dict[str, str]:
     return {k: found[k] for k in ("Account", "Arn", "UserId") if k in found}
 
 
+def has_credentials(settings: Settings) -> bool:
+    """Whether boto3 finds AWS credentials at all (no network call when they are set)."""
+    try:
+        return aws_session(settings).boto().get_credentials() is not None
+    except GpuboxError:
+        return False
+    except Exception:  # noqa: BLE001 - a broken profile is for the AWS command to say
+        return True
+
+
 def used_regions(state: State) -> list[str]:
     """Regions gpubox has made something in (state key "aws.regions", a JSON list)."""
     raw = state.get(REGIONS_KEY)

@@ -1,0 +1,42 @@
+"""One gpubox at a time per box name on this computer: a file lock around find-or-launch.
+
+Two `gpubox up box1` started together in two terminals must end with one box: the
+second waits while the first finds or makes it, then finds it. (Across computers the
+cloud side answers: the launch's ClientToken and the check for a second instance.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gpubox.config import Settings
+    from gpubox.providers.base import Progress
+
+
+@contextlib.contextmanager
+def box_lock(settings: Settings, name: str, on_wait: Progress | None = None) -> Iterator[None]:
+    """Hold the lock of box `name` (flock on DATA/locks/NAME.lock; the kernel frees it
+    when the process ends, however it ends). An unwritable data folder: no lock, and
+    the cloud-side checks still hold."""
+    path = settings.data_dir / "locks" / f"{name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(f"another gpubox is bringing up '{name}' here; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
