@@ -11,10 +11,16 @@ import shlex
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from gpubox.remote.transfer import Far
+
+class Far(Protocol):
+    """The box's side as this module needs it (transfer.Far is one); a protocol, so
+    the tar stream sits below transfer.py and imports nothing of it."""
+
+    def shell(self, command: str) -> list[str]: ...
+
+    def check(self, code: int, stderr: str, what: str) -> None: ...
 
 
 def pipe(first: list[str], second: list[str], *, input: bytes | None = None) -> tuple[int, int, str]:
