@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "places",
     "money",
     "settings_cmd",
+    "bench",
 )
 
 
