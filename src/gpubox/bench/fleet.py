@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gpubox.bench.suite import SUITE
 from gpubox.errors import ConfirmationRequired, GpuboxError, InvalidInput
 from gpubox.providers.base import Box, BoxSpec, BoxState, Progress
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from gpubox.state import State
 
 DEFAULT_CAP_MINUTES = 45
-# (settings, state, box, quick, cap_minutes) -> the stored record (suite.record's form)
+# (settings, state, box, quick, cap_minutes) -> the record to store (suite.record's form)
 Suite = Callable[["Settings", "State", Box, bool, int], dict[str, Any]]
 
 
@@ -107,7 +108,8 @@ def make_plan(
 def default_suite(settings: Settings, state: State, box: Box, quick: bool, cap: int) -> dict:
     """Reach the new box, cap its life, set up PyTorch, and run the suite on it."""
     from gpubox import setup as setup_mod
-    from gpubox.bench.suite import bench_box
+    from gpubox.bench.suite import record, run_suite
+    from gpubox.cost import hourly_rate
     from gpubox.providers import get_provider
     from gpubox.remote import ssh as remote_ssh
 
@@ -117,7 +119,8 @@ def default_suite(settings: Settings, state: State, box: Box, quick: bool, cap: 
     runner.run(f"sudo shutdown -h +{int(cap)} 'gpubox bench: time cap'", check=False)
     setup_mod.run_setup(runner, settings, box_name=box.name, framework="pytorch",
                         timeout=cap * 60, spot=box.spot)
-    return bench_box(settings, state, box, runner, quick=quick)
+    rate = hourly_rate(settings, box)
+    return record(box, run_suite(runner, quick=quick), rate.value if rate else None)
 
 
 @contextmanager
@@ -224,7 +227,9 @@ class TypeBench:
             if self._cancel.is_set():
                 return None
             self.say(f"measuring {type_name}")
-            return self.suite(self.settings, state, box, quick, plan.cap_minutes)
+            rec = self.suite(self.settings, state, box, quick, plan.cap_minutes)
+            state.save_bench(name, type_name, SUITE, rec)
+            return rec
         finally:
             state.close()
 
