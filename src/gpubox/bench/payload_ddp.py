@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         steps, nbytes = (5, 64 << 20) if args.quick else (30, 512 << 20)
     else:
         device, capability = torch.device("cpu"), None
-        # Each process gets its share of the cores, not all of them each.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        # One core per process, as one GPU per process: K processes use K cores, so the
+        # speed-up is the parallel one, not a change in each process's thread count.
+        torch.set_num_threads(1)
         model, batch, size = "lenet", 64, 28
         steps, nbytes = (3, 1 << 20) if args.quick else (10, 16 << 20)
     dist.init_process_group("nccl" if cuda else "gloo")
