@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cli.conftest import moto_server  # noqa: F401 - the fixture, shared
-from tests.cli.test_aws_subprocess import SSH_FROM, gpubox, live_instances
+from tests.cli.test_aws_subprocess import SSH_FROM, gpubox, live_instances, run_in_terminal
 from tests.providers.aws.moto_seed import seed_images
 
 
@@ -44,3 +44,22 @@ def test_bench_on_a_stopped_box_says_so_and_how_to_start_it(endpoint):
     assert done.returncode != 0
     assert "box 'box1' is stopped" in done.stderr and "gpubox start box1" in done.stderr
     assert live_instances(endpoint)[0]["State"]["Name"] == "stopped"  # not started unasked
+
+
+def test_at_a_terminal_the_cost_question_answered_no_launches_nothing(endpoint):
+    code, shown = run_in_terminal(
+        ["bench", "--types", "g4dn.xlarge", "--region", "us-east-1", "--max-minutes", "60"],
+        [("Launch them?", "n")],
+    )
+    assert code != 0 and "not launching anything" in shown
+    assert "at most $0.53" in shown  # the question says the most it can cost
+    assert live_instances(endpoint) == []
+
+
+def test_at_a_terminal_a_stopped_box_is_started_only_with_a_yes(endpoint):
+    assert gpubox("up", "box1", "--type", "g4dn.xlarge", "--no-setup",
+                  "--ssh-from", SSH_FROM).returncode == 0
+    assert gpubox("stop", "box1").returncode == 0
+    code, shown = run_in_terminal(["bench", "box1"], [("Start it", "n")])
+    assert code != 0 and "gpubox start box1" in shown
+    assert live_instances(endpoint)[0]["State"]["Name"] == "stopped"

@@ -170,14 +170,7 @@ class TypeBench:
 
     def run(self, plan: Plan, *, quick: bool = False, yes: bool = False,
             confirm: Callable[[str], bool] | None = None) -> Outcome:
-        if not yes:
-            question = describe_cost(plan) + " Launch them?"
-            if confirm is None or not confirm(question):
-                raise ConfirmationRequired(
-                    "not launching anything: the benchmark boxes cost money",
-                    hint="run it in a terminal to answer, or pass --yes "
-                    f"(at most ${plan.max_cost:.2f} with a {plan.cap_minutes}-minute cap per box)",
-                )
+        check_consent(plan, yes=yes, confirm=confirm)
         from gpubox.providers.aws.session import remember_region
         from gpubox.state import State
 
@@ -256,6 +249,18 @@ class TypeBench:
             update_ssh_config(self.settings, name, None)
             gone.append(name)
         return gone
+
+
+def check_consent(plan: Plan, *, yes: bool, confirm: Callable[[str], bool] | None) -> None:
+    """Nothing is launched without a yes: --yes, or an answer to the cost question."""
+    if yes:
+        return
+    if confirm is None or not confirm(describe_cost(plan) + " Launch them?"):
+        raise ConfirmationRequired(
+            "not launching anything: the benchmark boxes cost money",
+            hint="run it in a terminal to answer, or pass --yes "
+            f"(at most ${plan.max_cost:.2f} with a {plan.cap_minutes}-minute cap per box)",
+        )
 
 
 def describe_cost(plan: Plan) -> str:

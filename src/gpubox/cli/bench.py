@@ -98,11 +98,12 @@ def _bench_types(types: str, spot: bool, region: str | None, yes: bool, quick: b
     with _open_state(settings) as state:
         plan = fleet.make_plan(settings, state, types.split(","), region=region, spot=spot,
                                cap_minutes=cap)
-    render.info(fleet.describe_cost(plan))
+    if yes or not render.can_ask():
+        render.info(fleet.describe_cost(plan))
+    # Asked before the spinner starts: a question under a live spinner is unreadable.
+    fleet.check_consent(plan, yes=yes, confirm=render.confirm)
     with _progress("benchmarking instance types") as progress:
-        outcome = fleet.TypeBench(settings, on_progress=progress).run(
-            plan, quick=quick, yes=yes, confirm=render.confirm
-        )
+        outcome = fleet.TypeBench(settings, on_progress=progress).run(plan, quick=quick, yes=True)
     for name in outcome.terminated:
         render.ok(f"terminated '{name}'")
     for t, message in outcome.errors.items():
