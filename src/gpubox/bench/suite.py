@@ -9,7 +9,6 @@ GPU's datasheet peaks (peaks.py) beside each measured figure.
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from importlib import resources
 from pathlib import Path
@@ -168,7 +167,3 @@ def runner_of(settings: Settings, state: State, name: str) -> tuple[Box, Runner]
     if box.state is not BoxState.RUNNING:
         raise BoxNotRunning(box)
     return box, remote_ssh.runner_for(prov.endpoint(box), settings, name)
-
-
-def quoted(args: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in args)
