@@ -83,3 +83,19 @@ def test_plot_path_checks(tmp_path):
         compare.check_writable(tmp_path / "nope" / "x.png")
     compare.check_writable(tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()  # the check leaves nothing behind
+
+
+def test_the_plot_is_a_png_with_a_bar_per_result(state, tmp_path):
+    for images in (1000.0, 1200.0):  # two runs on one box: two rows, two bars
+        state.save_bench("t4", "g4dn.xlarge", SUITE,
+                         record(box("t4", "g4dn.xlarge"),
+                                raw("Tesla T4", bf16=None, fp32=8.0, images=images), 0.526))
+    state.save_bench("here", "this machine", SUITE,
+                     record(box("here", "this machine", "local"),
+                            raw(None, bf16=0.3, fp32=0.2, images=5.0), None))
+    table = compare.rows(state.bench_results(SUITE))
+    out = compare.plot(table, tmp_path / "out.png")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 200_000
+    height = int.from_bytes(data[20:24], "big")
+    assert height > 0.6 * 80 * 3  # the figure grows with the number of results

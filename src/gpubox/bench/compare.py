@@ -9,6 +9,7 @@ at bf16 (fp32 where the device has no bf16). A box whose price gpubox does not k
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,16 +129,21 @@ def plot(table: list[Row], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.box}\n{r.type or ''}" for r in table]
+    # Positions, not the labels themselves: two runs on one box must be two bars.
+    where = list(range(len(table)))
+    labels = [f"{r.box} ({r.type or '?'})\n{time.strftime('%Y-%m-%d %H:%M', time.gmtime(r.at))}"
+              for r in table]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.6 * len(table) + 2.2), dpi=80)
-    left.barh(labels, [r.images_per_s or 0 for r in table], color="#4c72b0")
+    left.barh(where, [r.images_per_s or 0 for r in table], color="#4c72b0")
+    left.set_yticks(where, labels, fontsize=8)
     left.set_xlabel("ResNet-18 training, images/s (higher is better)")
-    right.barh(labels, [r.dollars_per_million_images or 0 for r in table], color="#dd8452")
+    right.barh(where, [r.dollars_per_million_images or 0 for r in table], color="#dd8452")
+    right.set_yticks(where, [""] * len(table))
     right.set_xlabel("$ per million training images (lower is better)")
     for axis in (left, right):
+        axis.set_xlim(left=0)
         axis.invert_yaxis()
         axis.grid(axis="x", alpha=0.3)
-    right.set_yticklabels([])
     for i, r in enumerate(table):
         if r.dollars_per_million_images is None:
             right.text(0, i, " price unknown", va="center", fontsize=8)
