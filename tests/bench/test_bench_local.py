@@ -82,6 +82,7 @@ def test_plot_to_an_unwritable_path_is_one_clear_error(host, tmp_path):
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # two torchrun launches, each starting PyTorch in every process
 def test_scale_runs_one_and_two_gloo_processes_through_real_torchrun(host):
     done = gpubox("scale", "here", "--gpus", "1,2", "--quick", "--json")
     assert done.returncode == 0, done.stderr

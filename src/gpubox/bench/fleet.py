@@ -117,8 +117,9 @@ def default_suite(settings: Settings, state: State, box: Box, quick: bool, cap: 
     remote_ssh.wait_until_reachable(endpoint, settings, box.name)
     runner = remote_ssh.runner_for(endpoint, settings, box.name)
     runner.run(f"sudo shutdown -h +{int(cap)} 'gpubox bench: time cap'", check=False)
-    setup_mod.run_setup(runner, settings, box_name=box.name, framework="pytorch",
-                        timeout=cap * 60, spot=box.spot)
+    # The idle agent stops the box at the cap too (its shutdown behaviour keeps the disk).
+    setup_mod.run_setup(runner, settings.with_overrides(idle_stop_minutes=int(cap)),
+                        box_name=box.name, framework="pytorch", timeout=cap * 60, spot=box.spot)
     rate = hourly_rate(settings, box)
     return record(box, run_suite(runner, quick=quick), rate.value if rate else None)
 
