@@ -101,3 +101,16 @@ def test_scale_asking_for_more_than_the_box_has_is_a_clear_error(host):
     assert done.returncode == 2
     assert "has no GPU" in done.stderr and "at most" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_box_without_pytorch_is_told_how_to_get_it(tmp_path, monkeypatch):
+    home = tmp_path / "bare-home"
+    # A real framework environment without torch: a fresh venv with no packages.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip",
+                    str(home / ".gpubox" / "venv")], check=True)
+    monkeypatch.setenv("HOME", str(home))
+    assert gpubox("up", "bare", "--provider", "local", "--no-setup").returncode == 0
+    done = gpubox("bench", "bare", "--quick")
+    assert done.returncode != 0
+    assert "no PyTorch in its framework environment" in done.stderr
+    assert "gpubox up" in done.stderr and "Traceback" not in done.stderr
