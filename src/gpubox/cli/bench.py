@@ -180,10 +180,12 @@ def bench(
 
     Example: gpubox bench box1 --quick
     """
+    from gpubox.errors import InvalidInput
+
+    if plot is not None and name != "compare":
+        raise InvalidInput("--plot goes with `compare`", hint="gpubox bench compare --plot out.png")
     if types:
         if name:
-            from gpubox.errors import InvalidInput
-
             raise InvalidInput("give a box name or --types, not both",
                                hint="gpubox bench --types g4dn.xlarge,g5.xlarge")
         _bench_types(types, spot, region, yes, quick, max_minutes, json_out)
@@ -192,8 +194,6 @@ def bench(
     elif name:
         _bench_one(name, quick, json_out)
     else:
-        from gpubox.errors import InvalidInput
-
         raise InvalidInput("which box?", hint="gpubox bench NAME, gpubox bench --types T1,T2, "
                            "or gpubox bench compare")
 
