@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "keep",
     "volumes",
     "run",
+    "bench",
 )
 
 

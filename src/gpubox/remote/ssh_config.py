@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -83,7 +84,9 @@ def set_local_forwards(settings: Settings, name: str, pairs: Iterable[tuple[int,
 def _write(path: Path, text: str) -> Path:
     """Atomically, owner-only from the first byte."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # One temporary file per writer: two threads (bench --types launches in parallel) or
+    # processes sharing one name would replace each other's file away.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
@@ -138,16 +141,20 @@ def _blocks(text: str) -> dict[str, str]:
     return found
 
 
+_UPDATE_LOCK = threading.Lock()
+
+
 def update_ssh_config(settings: Settings, name: str, endpoint: SshEndpoint | None) -> Path:
     """Add or replace one box's entry (None removes it), keeping the others.
 
     `up`, `start` (an AWS box's address changes) and `down` call this, so plain
     `ssh NAME` follows the box without running `gpubox ssh-config` again."""
     path = settings.ssh_config_path
-    blocks = _blocks(path.read_text()) if path.is_file() else {}
-    old = blocks.pop(name, None)
-    if endpoint is not None and not endpoint.local:
-        blocks.update(_blocks(ssh_config_text(settings, [(name, endpoint)])))
-        if old and name in blocks:
-            blocks[name] += _forward_lines(old)
-    return _write(path, HEADER + "".join("\n" + blocks[key] for key in sorted(blocks)))
+    with _UPDATE_LOCK:  # read-modify-write: threads of one process take turns
+        blocks = _blocks(path.read_text()) if path.is_file() else {}
+        old = blocks.pop(name, None)
+        if endpoint is not None and not endpoint.local:
+            blocks.update(_blocks(ssh_config_text(settings, [(name, endpoint)])))
+            if old and name in blocks:
+                blocks[name] += _forward_lines(old)
+        return _write(path, HEADER + "".join("\n" + blocks[key] for key in sorted(blocks)))
