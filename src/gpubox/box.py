@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from gpubox import inflight
 from gpubox.errors import (
     ConfirmationRequired,
     GpuboxError,
@@ -35,6 +36,17 @@ STATUS_TTL_SECONDS = 30.0
 
 def _quiet(_: str) -> None:
     pass
+
+
+def _told(on_progress: Progress | None) -> Progress:
+    """Progress that is also the step an interruption names ("interrupted while ...")."""
+
+    def say(text: str) -> None:
+        inflight.step(text)
+        if on_progress is not None:
+            on_progress(text)
+
+    return say
 
 
 def check_name(name: str) -> str:
@@ -154,8 +166,11 @@ def up(
     Running it again for a box that exists is safe: it starts a stopped box, skips
     setup steps already done, and reuses a live tunnel. Never a second box.
     """
-    say = on_progress or _quiet
     check_name(spec.name)
+    inflight.begin(f"bringing up '{spec.name}'", undo=f"gpubox down {spec.name}"
+                   + (" --yes" if spec.provider == "aws" else ""))  # fmt: skip
+    on_progress = _told(on_progress)
+    say = on_progress
     cached = state.box(spec.name)
     if cached is not None and cached.provider != spec.provider:
         raise InvalidInput(
@@ -168,6 +183,7 @@ def up(
     created = started = False
     if existing is not None and existing.state is not BoxState.TERMINATED:
         box = existing
+        inflight.box(box)
         if box.state in (BoxState.STOPPED, BoxState.STOPPING):
             say(f"box '{spec.name}' is {box.state.value}; starting it")
             state.journal(spec.name, "start")
@@ -179,6 +195,7 @@ def up(
         state.journal(spec.name, "launch", provider=spec.provider)
         box = prov.launch(spec)
         created = True
+    inflight.box(box)
     state.remember(box)
     _record_run(state, box)
     state.journal(spec.name, "launched", id=box.id)
@@ -283,7 +300,10 @@ def status(
 
 
 def stop(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
+    inflight.begin(f"stopping '{name}'")
+    on_progress = _told(on_progress)
     prov, box = find_box(settings, state, name, on_progress)
+    inflight.box(box)
     if box.state is BoxState.STOPPED:
         return box
     from gpubox import jupyter
@@ -296,7 +316,10 @@ def stop(settings: Settings, state: State, name: str, on_progress: Progress | No
 
 
 def start(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
+    inflight.begin(f"starting '{name}'", undo=f"gpubox stop {name}")
+    on_progress = _told(on_progress)
     prov, box = find_box(settings, state, name, on_progress)
+    inflight.box(box)
     if box.state is BoxState.RUNNING:
         return box
     box = prov.start(box)
@@ -356,8 +379,24 @@ def down(
     confirm: Callable[[str], bool] | None = None,
     on_progress: Progress | None = None,
 ) -> Box:
-    """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS."""
-    prov, box = find_box(settings, state, name, on_progress)
+    """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS.
+
+    Run again after an interruption, it finishes the job: a box whose instance is gone
+    but whose security group, key pair, key file or ssh config entry are left has those
+    removed (they hold no data and bill nothing), instead of "no box called NAME"."""
+    inflight.begin(f"taking '{name}' down")
+    on_progress = _told(on_progress)
+    try:
+        prov, box = find_box(settings, state, name, on_progress)
+    except NotFound:
+        found = _find_by_key_file(settings, state, name, on_progress)
+        if found is not None:
+            prov, box = found
+        elif left := remove_leftovers(settings, state, name, on_progress):
+            return Box(name=name, provider="leftovers", state=BoxState.TERMINATED,
+                       extra=(("removed", "; ".join(left)),))  # fmt: skip
+        else:
+            raise
     destructive = box.provider == "aws"
     if destructive and not yes:
         question = what_down_deletes(box) + " Terminate it?"
@@ -367,16 +406,106 @@ def down(
                 hint=f"run it in a terminal to answer the question, or pass --yes: "
                 f"`gpubox down {name} --yes`",
             )
+    inflight.box(box)
+    if destructive:
+        inflight.made("what goes with it", f"gpubox-{name}",
+                      note="security group, key pair, key file, ssh config entry")  # fmt: skip
     from gpubox import jupyter
 
     jupyter.close_jupyter(settings, state, name)
     if not destructive:
-        _stop_host_services(settings, prov, box, on_progress or _quiet)
+        _stop_host_services(settings, prov, box, on_progress)
     prov.terminate(box)
+    _forget_here(settings, state, name)
+    return replace(box, state=BoxState.TERMINATED)
+
+
+def _find_by_key_file(
+    settings: Settings, state: State, name: str, on_progress: Progress | None
+) -> tuple[Provider, Box] | None:
+    """A live AWS box the cache forgot (lost or damaged state): its key file says it is one."""
+    from gpubox.providers.aws.keypairs import key_path
+
+    if _aws_in_use(state) or not _exists(key_path(settings, name)):
+        return None  # find_box asked AWS already, or nothing says it is an AWS box
+    prov = provider(settings, "aws", on_progress)
+    box = prov.find(name)
+    if box is None or box.state is BoxState.TERMINATED:
+        return None
+    state.remember(box)
+    return prov, box
+
+
+def _exists(path: Any) -> bool:
+    try:
+        return bool(path.exists())
+    except OSError:  # a folder we cannot read: as good as absent for finding a box
+        return False
+
+
+def _forget_here(settings: Settings, state: State, name: str) -> list[str]:
+    """Remove what this machine keeps about a box that is gone: its ssh config entry,
+    host-key pin, Jupyter token and cache row (the run is closed). What was there."""
+    from gpubox.providers.ssh import forget_client_files
     from gpubox.remote.ssh_config import update_ssh_config
 
-    update_ssh_config(settings, name, None)
+    removed = []
+    if update_ssh_config(settings, name, None, only_if_present=True):
+        removed.append("ssh config entry")
+    forget_client_files(settings, name)
+    if state.box(name) is not None:
+        removed.append("cached status")
     state.run_stopped(name, time.time())
     state.forget(name)
     state.journal(name, "down")
-    return replace(box, state=BoxState.TERMINATED)
+    return removed
+
+
+def remove_leftovers(
+    settings: Settings, state: State, name: str, on_progress: Progress | None = None
+) -> list[str]:
+    """What is left of a box with no live instance or host: tagged security groups and
+    key pairs in AWS that nothing uses, its key file and its local entries. Removed."""
+    say = on_progress or _quiet
+    removed: list[str] = []
+    from gpubox.providers.aws.keypairs import key_path, remove_key_file
+
+    key_file = key_path(settings, name)
+    cloud_checked = True
+    if _aws_in_use(state) or _exists(key_file):
+        cloud_checked = False
+        try:
+            from gpubox.providers.aws.network import remove_leftovers as aws_leftovers
+
+            for region in provider(settings, "aws").regions():  # type: ignore[attr-defined]
+                removed += aws_leftovers(settings, region, name)
+            cloud_checked = True
+        except GpuboxError as exc:
+            say(f"could not look for what is left in AWS: {exc.message}")
+    if cloud_checked and _exists(key_file):
+        # No live box of this name anywhere gpubox looked: its private key opens nothing.
+        remove_key_file(key_file)
+        removed.append(f"key file {key_file}")
+    from gpubox import jupyter
+
+    if state.tunnel(name) is not None:
+        jupyter.close_jupyter(settings, state, name)
+        removed.append("Jupyter tunnel")
+    if removed or _known_here(settings, state, name):
+        removed += _forget_here(settings, state, name) or ["host-key pin and Jupyter token"]
+    for item in removed:
+        say(f"removed {item}")
+    return removed
+
+
+def _known_here(settings: Settings, state: State, name: str) -> bool:
+    from gpubox.jupyter import token_path
+    from gpubox.remote.hostkeys import pinned_keys
+    from gpubox.remote.ssh_config import has_entry
+
+    return bool(
+        state.box(name) is not None
+        or has_entry(settings, name)
+        or pinned_keys(settings, name)
+        or token_path(settings, name).exists()
+    )

@@ -7,7 +7,6 @@ touched once, with consent, to `Include` it, after a backup.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -58,13 +57,10 @@ def write_ssh_config(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]
 
 def _write(path: Path, text: str) -> Path:
     """Atomically, owner-only from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
+    from gpubox.localfiles import locked, write_private
+
+    with locked(path):
+        return write_private(path, text)
 
 
 def include_line(settings: Settings) -> str:
@@ -85,7 +81,7 @@ def include_in_user_config(
     line = include_line(settings)
     old = config.read_text() if config.is_file() else ""
     if any(existing.strip() == line for existing in old.splitlines()):
-        return False
+        return False  # (the user's file: read and replaced whole, after a backup)
     if not consent:
         raise ConfirmationRequired(
             f"adding `{line}` to {config} needs your yes",
@@ -96,11 +92,9 @@ def include_in_user_config(
     if config.is_file():
         mode = config.stat().st_mode & 0o777
         shutil.copy2(config, config.with_name(f"config.gpubox-backup-{time.strftime('%Y%m%d%H%M%S')}"))
-    tmp = config.with_name("config.gpubox-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"# added by gpubox: its boxes as ssh hosts\n{line}\n\n{old}")
-    os.replace(tmp, config)
+    from gpubox.localfiles import write_private
+
+    write_private(config, f"# added by gpubox: its boxes as ssh hosts\n{line}\n\n{old}", mode)
     return True
 
 
@@ -114,14 +108,33 @@ def _blocks(text: str) -> dict[str, str]:
     return found
 
 
-def update_ssh_config(settings: Settings, name: str, endpoint: SshEndpoint | None) -> Path:
-    """Add or replace one box's entry (None removes it), keeping the others.
+def update_ssh_config(
+    settings: Settings, name: str, endpoint: SshEndpoint | None, only_if_present: bool = False
+) -> bool:
+    """Add or replace one box's entry (None removes it), keeping the others; True when
+    the file changed. Under a lock: parallel `up`/`down` of other boxes lose nothing.
 
     `up`, `start` (an AWS box's address changes) and `down` call this, so plain
     `ssh NAME` follows the box without running `gpubox ssh-config` again."""
+    from gpubox.localfiles import locked, read_text, write_private
+
     path = settings.ssh_config_path
-    blocks = _blocks(path.read_text()) if path.is_file() else {}
-    blocks.pop(name, None)
-    if endpoint is not None and not endpoint.local:
-        blocks.update(_blocks(ssh_config_text(settings, [(name, endpoint)])))
-    return _write(path, HEADER + "".join("\n" + blocks[key] for key in sorted(blocks)))
+    with locked(path):
+        old = read_text(path)
+        blocks = _blocks(old or "")
+        had = blocks.pop(name, None)
+        if only_if_present and had is None:
+            return False
+        if endpoint is not None and not endpoint.local:
+            blocks.update(_blocks(ssh_config_text(settings, [(name, endpoint)])))
+        text = HEADER + "".join("\n" + blocks[key] for key in sorted(blocks))
+        if text == old:
+            return False
+        write_private(path, text)
+    return True
+
+
+def has_entry(settings: Settings, name: str) -> bool:
+    from gpubox.localfiles import read_text
+
+    return name in _blocks(read_text(settings.ssh_config_path) or "")

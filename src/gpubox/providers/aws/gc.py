@@ -207,6 +207,8 @@ def collect(settings: Any, plan: GcPlan, on_progress: Progress | None = None) ->
             try:
                 _remove_one(client(settings, "ec2", item.region), item)
                 removed.append(item)
+                if item.kind == "key-pair" and item.box:
+                    _forget_key_file(settings, plan, item.box, say)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the rest go on
                 code = error_code(exc)
                 if code.endswith("NotFound"):
@@ -214,6 +216,19 @@ def collect(settings: Any, plan: GcPlan, on_progress: Progress | None = None) ->
                 else:
                     failed.append((item, code or str(exc)))
     return GcResult(tuple(removed), tuple(failed))
+
+
+def _forget_key_file(settings: Any, plan: GcPlan, box: str, say: Progress) -> None:
+    """The local private key of a removed key pair goes too, unless a live box of that
+    name (in any region looked at) still needs it."""
+    from gpubox.providers.aws.instances import find_instances
+    from gpubox.providers.aws.keypairs import key_path, remove_key_file
+
+    path = key_path(settings, box)
+    if not path.exists() or any(find_instances(settings, r, box) for r in plan.regions):
+        return
+    remove_key_file(path)
+    say(f"removed the key file {path}")
 
 
 def _terminate(settings: Any, batch: list[Garbage], say: Progress, removed: list, failed: list):

@@ -203,7 +203,7 @@ class AwsProvider:
                 if keypairs.delete_key_pair_if_unused(self.settings, region, key.name) and (
                     key.created_file
                 ):
-                    key.path.unlink(missing_ok=True)
+                    keypairs.remove_key_file(key.path)
 
     def _next_attempt(self, name: str) -> int:
         key = f"aws.launch_attempt.{name}"
@@ -290,7 +290,7 @@ class AwsProvider:
         if inst.get("KeyName") == own_name and keypairs.delete_key_pair_if_unused(
             self.settings, region, own_name
         ):
-            keypairs.key_path(self.settings, box.name).unlink(missing_ok=True)
+            keypairs.remove_key_file(keypairs.key_path(self.settings, box.name))
 
     def endpoint(self, box: Box) -> SshEndpoint:
         host, port = box.address, 22
@@ -303,7 +303,7 @@ class AwsProvider:
                 hint=f"start it with `gpubox start {box.name}`, or set ssh_address",
             )
         path = keypairs.key_path(self.settings, box.name)
-        if not path.exists():
+        if not keypairs.key_file_present(path):
             raise GpuboxError(
                 f"the private key of box '{box.name}' is missing: {path}",
                 hint="put your copy back there (chmod 600); AWS keeps none, so without it "
