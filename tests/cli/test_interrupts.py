@@ -25,6 +25,7 @@ from tests.providers.aws.moto_seed import seed_images
 UP = ("up", "box1", "--type", "g4dn.xlarge", "--no-setup", "--ssh-from", SSH_FROM)
 DOWN = ("down", "box1", "--yes")
 IMAGE = ("image", "box1", "--as", "snap1")
+STOP = ("stop", "box1")
 
 
 @pytest.fixture
@@ -123,6 +124,10 @@ CASES = [
                  DOWN, "nothing", id="down-terminate-SIGINT"),
     pytest.param(DOWN, "terminate_instances", lambda e: not live_instances(e), signal.SIGKILL,
                  [], DOWN, "nothing", id="down-terminate-SIGKILL"),
+    pytest.param(STOP, "stop_instances",
+                 lambda e: [i for i in live_instances(e) if i["State"]["Name"] == "stopped"],
+                 signal.SIGINT, ["instance i-", "$0.526/h", "finish it:  gpubox stop box1"],
+                 STOP, "one box", id="stop-SIGINT"),
     pytest.param(IMAGE, "describe_images", lambda e: images(e), signal.SIGTERM,
                  ["waiting for image ami-", "nothing is left of what it made",
                   "undo it:    gpubox image rm snap1 --yes"],
@@ -168,8 +173,25 @@ def test_a_signal_at_each_step_is_told_and_a_rerun_converges(
         assert key_pairs(endpoint) == ["gpubox-box1"]
         if command == IMAGE:
             assert len(images(endpoint)) == 1
+        if command == STOP:
+            assert inst["State"]["Name"] == "stopped"
     else:
         assert tagged_leftovers(endpoint) == []
         assert not (isolation / "data" / "keys" / "box1.pem").exists()
         config = isolation / "data" / "ssh_config"
         assert "box1" not in (config.read_text() if config.exists() else "")
+
+
+@pytest.mark.slow
+def test_gc_removes_the_local_key_file_of_a_key_pair_it_deletes(endpoint, isolation):
+    assert gpubox(*UP).returncode == 0
+    key_file = isolation / "data" / "keys" / "box1.pem"
+    assert key_file.exists()
+    (inst,) = live_instances(endpoint)
+    ec2_client(endpoint).terminate_instances(InstanceIds=[inst["InstanceId"]])  # the console
+    assert gpubox("status", "--refresh").returncode == 0  # the cache lets box1 go
+    gc = gpubox("gc", "--yes")
+    assert gc.returncode == 0, gc.stderr
+    assert key_pairs(endpoint) == []
+    assert not key_file.exists()
+    assert "removed the key file" in gc.stderr
