@@ -134,6 +134,9 @@ def test_an_unwritable_home_and_an_unreadable_keys_folder_are_said_plainly(endpo
     assert up.returncode != 0
     assert f"cannot make the folder {home}" in up.stderr and "GPUBOX_HOME" in up.stderr
     assert live_instances(endpoint) == []  # nothing made that could not be used
+    from tests.cli.test_aws_subprocess import ec2_client
+
+    assert ec2_client(endpoint).describe_key_pairs()["KeyPairs"] == []
 
     home.chmod(0o700)
     assert gpubox(*UP).returncode == 0

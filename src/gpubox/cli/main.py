@@ -59,6 +59,16 @@ def _log_bug(exc: BaseException) -> str:
     return "nowhere (no writable folder for a log)"
 
 
+def _cache_hint() -> str:
+    try:
+        from gpubox import config
+
+        path = str(config.load().state_path)
+    except Exception:  # noqa: BLE001 - the settings may be what is broken
+        path = "state.sqlite in gpubox's data folder"
+    return f"it is only a cache: move {path} aside and run the command again"
+
+
 def _tell_interrupted(exc: BaseException) -> int:
     """Say what the interrupted command left (what exists, its $/h, how to finish or undo)."""
     from gpubox import inflight
@@ -108,6 +118,10 @@ def _run(argv: list[str] | None) -> None:
         if os.environ.get("GPUBOX_DEBUG"):
             raise
         from gpubox.cli import render
+
+        if type(exc).__module__ == "sqlite3":  # the cache failed mid-command (disk full ...)
+            render.error(f"gpubox's local cache failed: {exc}", _cache_hint())
+            sys.exit(1)
 
         path = _log_bug(exc)
         render.error(
