@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gpubox.errors import GpuboxError
 from gpubox.providers.aws.network import (
     BOX_TAG,
+    CLIENT_TAG,
     instances_using,
     resource_name,
     tag_value,
@@ -81,13 +82,38 @@ def _aws_key_exists(ec2: Any, key_name: str) -> bool:
     return _aws_key(ec2, key_name) is not None
 
 
-def _orphaned(ec2: Any, found: dict[str, Any], box_name: str) -> bool:
-    """A key pair gpubox made for this box (tagged) that no live instance uses: an
-    interrupted `up` made it and never stored its private key. Safe to replace."""
+# A key pair another gpubox made and no instance uses yet may be an `up` in progress there.
+ORPHAN_AFTER_SECONDS = 600
+
+
+def client_id(settings: Settings) -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(f"{socket.gethostname()}|{settings.keys_dir}".encode()).hexdigest()[:16]
+
+
+def _orphaned(settings: Settings, ec2: Any, found: dict[str, Any], box_name: str) -> bool:
+    """A key pair gpubox made for this box (tagged) that no live instance uses, and that
+    this gpubox made (an interrupted `up` that never stored its private key), or that is
+    old enough not to be another machine's `up` in progress. Safe to replace."""
+    import datetime as dt
+
     if tag_value(found, BOX_TAG) != box_name:
         return False  # not gpubox's (or another box's): not ours to delete
+    made_at = found.get("CreateTime")
+    old = isinstance(made_at, dt.datetime) and (
+        dt.datetime.now(dt.UTC) - made_at
+    ).total_seconds() > ORPHAN_AFTER_SECONDS
+    if tag_value(found, CLIENT_TAG) != client_id(settings) and not old:
+        return False
     with aws_errors(f"checking who uses key pair {found['KeyName']}"):
         return not instances_using(ec2, "key-name", found["KeyName"])
+
+
+def _key_tags(settings: Settings, box_name: str, owner: str) -> list[dict[str, Any]]:
+    tags = [*tags_for(box_name, owner, "key-pair"), {"Key": CLIENT_TAG, "Value": client_id(settings)}]
+    return [{"ResourceType": "key-pair", "Tags": tags}]
 
 
 @dataclass(frozen=True)
@@ -99,7 +125,15 @@ class KeyResult:
 
 
 def ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) -> KeyResult:
-    """The key pair gpubox-NAME and its private key file, made if missing, reused if both exist."""
+    """The key pair gpubox-NAME and its private key file, made if missing, reused if both exist.
+    Under a lock on the key file: two `up` of one box from this folder never make two keys."""
+    from gpubox.localfiles import locked
+
+    with locked(key_path(settings, box_name)):
+        return _ensure_key_pair(settings, region, box_name, owner)
+
+
+def _ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) -> KeyResult:
     from gpubox import inflight
 
     ec2 = client(settings, "ec2", region)
@@ -110,7 +144,7 @@ def ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) 
         check_key_file(path)
         inflight.made("key pair", key_name, region, note="found")
         return KeyResult(key_name, path, False, False)
-    if found and _orphaned(ec2, found, box_name):
+    if found and _orphaned(settings, ec2, found, box_name):
         # An interrupted `up` made it and lost its private half: make it again.
         with aws_errors(f"replacing key pair {key_name}"):
             ec2.delete_key_pair(KeyName=key_name)
@@ -132,9 +166,7 @@ def ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) 
             ec2.import_key_pair(
                 KeyName=key_name,
                 PublicKeyMaterial=public.encode(),
-                TagSpecifications=[
-                    {"ResourceType": "key-pair", "Tags": tags_for(box_name, owner, "key-pair")}
-                ],
+                TagSpecifications=_key_tags(settings, box_name, owner),
             )
         inflight.made("key pair", key_name, region)
         return KeyResult(key_name, path, True, False)
@@ -144,9 +176,7 @@ def ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) 
             KeyName=key_name,
             KeyType="ed25519",
             KeyFormat="pem",
-            TagSpecifications=[
-                {"ResourceType": "key-pair", "Tags": tags_for(box_name, owner, "key-pair")}
-            ],
+            TagSpecifications=_key_tags(settings, box_name, owner),
         )
     inflight.made("key pair", key_name, region, note="its private key is not stored yet")
     try:

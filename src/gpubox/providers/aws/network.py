@@ -30,6 +30,8 @@ def resource_name(box_name: str) -> str:
 BOX_TAG = "gpubox:box"
 OWNER_TAG = "gpubox:owner"
 KIND_TAG = "gpubox:kind"
+# On key pairs: which gpubox (machine and data folder) made it and keeps its private key.
+CLIENT_TAG = "gpubox:client"
 
 
 def tags_for(box_name: str, owner: str, kind: str) -> list[dict[str, str]]:
