@@ -235,3 +235,31 @@ def test_folders_and_files_are_private_whatever_the_umask(isolation):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     for path in (settings.ssh_config_path, settings.config_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+@pytest.mark.sshd
+@pytest.mark.slow  # a dozen real `gpubox` runs, each with an ssh connection
+def test_parallel_up_and_down_of_ssh_boxes_leave_exactly_the_live_ones_in_the_ssh_config(
+    sshd, isolation
+):
+    def up(name: str) -> subprocess.CompletedProcess:
+        return gpubox("up", name, "--host", sshd.target, "--key", str(sshd.key_path),
+                      "--no-setup")  # fmt: skip
+
+    first = [f"h{i}" for i in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        for done in pool.map(up, first):
+            assert done.returncode == 0, done.stderr
+        then = [pool.submit(gpubox, "down", n) for n in first[:2]]
+        then += [pool.submit(up, n) for n in ("h4", "h5")]
+        for future in then:
+            done = future.result()
+            assert done.returncode == 0, done.stderr
+    live = ["h2", "h3", "h4", "h5"]
+    data = isolation / "data"
+    config = (data / "ssh_config").read_text()
+    assert sorted(line.split()[1] for line in config.splitlines() if line.startswith("Host ")) \
+        == live  # fmt: skip
+    assert sorted(json.loads((data / "hosts.json").read_text())) == live
+    pinned = {line.split()[0] for line in (data / "known_hosts").read_text().splitlines()}
+    assert pinned == {f"gpubox-{n}" for n in live}
