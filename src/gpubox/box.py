@@ -187,6 +187,7 @@ def up(
         if box.state in (BoxState.STOPPED, BoxState.STOPPING):
             say(f"box '{spec.name}' is {box.state.value}; starting it")
             state.journal(spec.name, "start")
+            inflight.box(box, starting=True)
             box = prov.start(box)
             started = True
         elif box.state is BoxState.RUNNING:
@@ -322,6 +323,7 @@ def start(settings: Settings, state: State, name: str, on_progress: Progress | N
     inflight.box(box)
     if box.state is BoxState.RUNNING:
         return box
+    inflight.box(box, starting=True)
     box = prov.start(box)
     state.remember(box)
     _record_run(state, box)

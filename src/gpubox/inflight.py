@@ -78,13 +78,15 @@ def gone(kind: str, id_: str) -> None:
     _record.things.pop((kind, id_), None)
 
 
-def box(found: Any) -> None:
-    """A box this command found or made (a providers.base.Box), with what it bills now."""
+def box(found: Any, starting: bool = False) -> None:
+    """A box this command found or made (a providers.base.Box), with what it bills now;
+    `starting`: it is being started, so it bills from now on whatever its state says."""
     if found.provider == "aws" and found.id:
-        bills = found.state.bills_compute
+        bills = starting or found.state.bills_compute
         per_hour = (found.price_per_hour or instance_price(found.type, found.region)) if bills else None
+        state = "starting" if starting else found.state.value
         made("instance", found.id, found.region, per_hour,
-             f"box '{found.name}', {found.type}, {found.state.value}")  # fmt: skip
+             f"box '{found.name}', {found.type}, {state}")  # fmt: skip
     else:
         made(f"{found.provider} box", found.name, note=found.id or "")
 

@@ -26,6 +26,7 @@ UP = ("up", "box1", "--type", "g4dn.xlarge", "--no-setup", "--ssh-from", SSH_FRO
 DOWN = ("down", "box1", "--yes")
 IMAGE = ("image", "box1", "--as", "snap1")
 STOP = ("stop", "box1")
+START = ("start", "box1")
 
 
 @pytest.fixture
@@ -128,6 +129,11 @@ CASES = [
                  lambda e: [i for i in live_instances(e) if i["State"]["Name"] == "stopped"],
                  signal.SIGINT, ["instance i-", "$0.526/h", "finish it:  gpubox stop box1"],
                  STOP, "one box", id="stop-SIGINT"),
+    pytest.param(START, "start_instances",
+                 lambda e: [i for i in live_instances(e) if i["State"]["Name"] == "running"],
+                 signal.SIGTERM, ["instance i-", "$0.526/h", "starting",
+                                  "finish it:  gpubox start box1", "undo it:    gpubox stop box1"],
+                 START, "one box", id="start-SIGTERM"),
     pytest.param(IMAGE, "describe_images", lambda e: images(e), signal.SIGTERM,
                  ["waiting for image ami-", "nothing is left of what it made",
                   "undo it:    gpubox image rm snap1 --yes"],
@@ -143,6 +149,8 @@ def test_a_signal_at_each_step_is_told_and_a_rerun_converges(
     if command != UP:  # down and image work on a box that exists
         made = gpubox(*UP)
         assert made.returncode == 0, made.stderr
+    if command == START:
+        assert gpubox(*STOP).returncode == 0
     cls, name = _backend(method)
     # describe_images is slowed only for the wait on one image (not for `up`'s image lookup)
     undo = slow(cls, name, when=(lambda *a, **k: bool(k.get("ami_ids"))) if method == "describe_images"
@@ -175,6 +183,8 @@ def test_a_signal_at_each_step_is_told_and_a_rerun_converges(
             assert len(images(endpoint)) == 1
         if command == STOP:
             assert inst["State"]["Name"] == "stopped"
+        if command == START:
+            assert inst["State"]["Name"] == "running"
     else:
         assert tagged_leftovers(endpoint) == []
         assert not (isolation / "data" / "keys" / "box1.pem").exists()
