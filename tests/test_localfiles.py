@@ -162,3 +162,14 @@ def test_the_crash_logger_never_crashes(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUBOX_HOME", str(blocker / "home"))  # nothing can be made there
     monkeypatch.setattr("tempfile.gettempdir", lambda: str(blocker / "tmp"))
     assert _log_bug(RuntimeError("x")) == "nowhere (no writable folder for a log)"
+
+
+def test_temporary_files_a_killed_gpubox_left_are_swept_after_an_hour(tmp_path):
+    target = tmp_path / "ssh_config"
+    stale = tmp_path / ".ssh_config.abc123.tmp"
+    fresh = tmp_path / ".ssh_config.def456.tmp"  # maybe another gpubox writing right now
+    stale.write_text("half")
+    fresh.write_text("half")
+    os.utime(stale, (0, 0))
+    write_private(target, "whole")
+    assert not stale.exists() and fresh.exists()

@@ -136,9 +136,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, Any] = {}
     kinds = {f.name: f.type for f in fields(Settings)}
     config_path = Path(env.get("GPUBOX_CONFIG", config_dir / "config.toml"))
-    if config_path.is_file():
+    from gpubox.localfiles import read_text
+
+    text = read_text(config_path)  # None when there is none; unreadable: one clear error
+    if text is not None:
         try:
-            data = tomllib.loads(config_path.read_text())
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(
                 f"cannot read {config_path}: {exc}", hint="fix or remove the file"

@@ -88,7 +88,20 @@ def write_private(path: Path, data: str | bytes, mode: int = FILE_MODE) -> Path:
     except BaseException:  # interrupted: no temporary file is left behind
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sweep(path)
     return path
+
+
+def _sweep(path: Path, older_than: float = 3600.0) -> None:
+    """Temporary files of this name that a killed gpubox (SIGKILL) left: an hour old, gone."""
+    import time
+
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - stale.stat().st_mtime > older_than:
+                stale.unlink()
+        except OSError:
+            pass
 
 
 def read_text(path: Path) -> str | None:

@@ -263,3 +263,18 @@ def test_parallel_up_and_down_of_ssh_boxes_leave_exactly_the_live_ones_in_the_ss
     assert sorted(json.loads((data / "hosts.json").read_text())) == live
     pinned = {line.split()[0] for line in (data / "known_hosts").read_text().splitlines()}
     assert pinned == {f"gpubox-{n}" for n in live}
+
+
+def test_an_unreadable_config_file_is_one_error_naming_it(isolation):
+    path = isolation / "config" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text('framework = "jax"\n')
+    path.chmod(0)
+    try:
+        done = gpubox_bound("status")
+    finally:
+        path.chmod(0o600)
+    clean(done)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: cannot read {path}: Permission denied")
+    assert "chmod u+r" in done.stderr
