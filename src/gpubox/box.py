@@ -422,5 +422,12 @@ def down(
     prov.terminate(box)
     from gpubox.leftovers import forget_here
 
-    forget_here(settings, state, name)
+    try:
+        forget_here(settings, state, name)
+    except GpuboxError as exc:  # the box is gone; only a local file could not be changed
+        done = "terminated" if destructive else "forgotten"
+        raise GpuboxError(
+            f"'{name}' is {done}, but {exc.message}",
+            hint=f"{exc.hint}; then `gpubox down {name}` removes what is left here",
+        ) from None
     return replace(box, state=BoxState.TERMINATED)

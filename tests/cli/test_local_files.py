@@ -111,11 +111,22 @@ def test_a_read_only_state_database_gives_way_to_a_cache_in_memory(endpoint, iso
         listed = gpubox_bound("status", "--json")
         assert [b["name"] for b in json.loads(listed.stdout)] == ["box1"]  # read from the file
         assert len(live_instances(endpoint)) == 1
+        # down: the box goes; the ssh config in the read-only folder cannot be changed
+        down = gpubox_bound("down", "box1", "--yes")
+        clean(down)
+        assert down.returncode == 1
+        assert "error: 'box1' is terminated, but cannot write" in down.stderr
+        assert "`gpubox down box1` removes what is left here" in down.stderr
+        assert live_instances(endpoint) == []
     finally:
         data.chmod(0o700)
         for path in data.glob("state.sqlite*"):
             path.chmod(0o600)
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    finish = gpubox("down", "box1", "--yes")
+    assert finish.returncode == 0, finish.stderr
+    assert "ssh config entry" in finish.stderr
+    assert "box1" not in (data / "ssh_config").read_text()
 
 
 @pytest.mark.slow
