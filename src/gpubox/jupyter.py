@@ -62,11 +62,16 @@ def token_for(settings: Settings, name: str, create: bool = True) -> str:
 
 
 def forget_token(settings: Settings, name: str) -> bool:
+    from gpubox.localfiles import cannot
+
     path = token_path(settings, name)
-    if path.is_file():
+    try:
         path.unlink()
-        return True
-    return False
+    except FileNotFoundError:
+        return False
+    except OSError as exc:  # e.g. a tokens folder that cannot be read
+        raise cannot("remove", path, exc) from None
+    return True
 
 
 def jupyter_url(local_port: int, token: str) -> str:

@@ -73,21 +73,24 @@ def remove(
     from gpubox.providers.aws.keypairs import key_path, remove_key_file
 
     key_file = key_path(settings, name)
-    cloud_checked = True
+    gone_in_aws = False  # seen gone: a terminated instance, or a key pair nothing used
     if _aws_in_use(state) or _exists(key_file):
-        cloud_checked = False
         try:
+            from gpubox.providers.aws.network import ended_instances
             from gpubox.providers.aws.network import remove_leftovers as aws_leftovers
 
             for region in provider(settings, "aws").regions():  # type: ignore[attr-defined]
                 removed += aws_leftovers(settings, region, name)
-            cloud_checked = True
+                gone_in_aws = gone_in_aws or bool(ended_instances(settings, region, name))
+            gone_in_aws = gone_in_aws or any(r.startswith("key pair") for r in removed)
         except GpuboxError as exc:
             say(f"could not look for what is left in AWS: {exc.message}")
-    if cloud_checked and _exists(key_file):
-        # No live box of this name anywhere gpubox looked: its private key opens nothing.
-        remove_key_file(key_file)
-        removed.append(f"key file {key_file}")
+    if _exists(key_file):
+        if gone_in_aws:  # no live box of this name where gpubox looked, and proof it is gone
+            remove_key_file(key_file)
+            removed.append(f"key file {key_file}")
+        else:
+            say(f"kept {key_file}: nothing where gpubox looked shows its box is gone")
     from gpubox import jupyter
 
     if state.tunnel(name) is not None:

@@ -223,10 +223,26 @@ def _forget_key_file(settings: Any, plan: GcPlan, box: str, say: Progress) -> No
     name (in any region looked at) still needs it."""
     from gpubox.providers.aws.instances import find_instances
     from gpubox.providers.aws.keypairs import key_path, remove_key_file
+    from gpubox.providers.aws.network import resource_name
+    from gpubox.providers.aws.session import used_regions
+    from gpubox.state import State
 
     path = key_path(settings, box)
-    if not path.exists() or any(find_instances(settings, r, box) for r in plan.regions):
+    if not path.exists():
         return
+    state = State(settings.state_path)
+    try:
+        regions = sorted(set(plan.regions) | set(used_regions(state)))
+    finally:
+        state.close()
+    # The same key file serves the box's key pair in every region: keep it while any
+    # region gpubox knows has a live box of that name, or still has its key pair.
+    for region in regions:
+        pairs = client(settings, "ec2", region).describe_key_pairs(
+            Filters=[{"Name": "key-name", "Values": [resource_name(box)]}]
+        )["KeyPairs"]
+        if find_instances(settings, region, box) or pairs:
+            return
     remove_key_file(path)
     say(f"removed the key file {path}")
 

@@ -290,3 +290,15 @@ def remove_leftovers(settings: Settings, region: str, box_name: str) -> list[str
         if delete_security_group_if_unused(settings, region, group["GroupId"]):
             removed.append(f"security group {group['GroupId']} ({region})")
     return removed
+
+
+def ended_instances(settings: Settings, region: str, box_name: str) -> list[str]:
+    """The box's instances that are terminated (or on their way): proof a box is gone.
+    AWS shows a terminated instance for about an hour."""
+    ec2 = client(settings, "ec2", region)
+    with aws_errors(f"looking for ended instances of '{box_name}' in {region}"):
+        found = ec2.describe_instances(Filters=[
+            {"Name": f"tag:{BOX_TAG}", "Values": [box_name]},
+            {"Name": "instance-state-name", "Values": ["shutting-down", "terminated"]},
+        ])["Reservations"]  # fmt: skip
+    return [i["InstanceId"] for r in found for i in r["Instances"]]
