@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from gpubox import inflight
 from gpubox.errors import (
     ConfirmationRequired,
     GpuboxError,
@@ -36,6 +37,17 @@ LISTED_KEY = "status.listed_at"
 
 def _quiet(_: str) -> None:
     pass
+
+
+def _told(on_progress: Progress | None) -> Progress:
+    """Progress that is also the step an interruption names ("interrupted while ...")."""
+
+    def say(text: str) -> None:
+        inflight.step(text)
+        if on_progress is not None:
+            on_progress(text)
+
+    return say
 
 
 def check_name(name: str) -> str:
@@ -188,9 +200,12 @@ def up(
     Running it again for a box that exists is safe: it starts a stopped box, skips
     setup steps already done, and reuses a live tunnel. Never a second box.
     """
-    say = on_progress or _quiet
     check_name(spec.name)
     refuse_volume(spec)
+    inflight.begin(f"bringing up '{spec.name}'", undo=f"gpubox down {spec.name}"
+                   + (" --yes" if spec.provider == "aws" else ""))  # fmt: skip
+    on_progress = _told(on_progress)
+    say = on_progress
     cached = state.box(spec.name)
     if cached is not None and cached.provider != spec.provider:
         raise InvalidInput(
@@ -207,10 +222,12 @@ def up(
         if existing is not None and existing.state is not BoxState.TERMINATED:
             check_unchanged(existing, spec)
             box = existing
+            inflight.box(box)
             if box.state in (BoxState.STOPPED, BoxState.STOPPING):
                 say(f"box '{spec.name}' is {box.state.value}; starting it")
                 _record_run(state, box)  # its last run ended at EC2's stop time
                 state.journal(spec.name, "start")
+                inflight.box(box, starting=True)
                 box = prov.start(box)
                 started = True
             elif box.state is BoxState.RUNNING:
@@ -224,6 +241,7 @@ def up(
             else:
                 box = prov.launch(spec)
             created = True
+        inflight.box(box)
         state.remember(box)
         _record_run(state, box)
     state.journal(spec.name, "launched", id=box.id)
@@ -383,7 +401,10 @@ def status(
 
 
 def stop(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
+    inflight.begin(f"stopping '{name}'")
+    on_progress = _told(on_progress)
     prov, box = find_box(settings, state, name, on_progress)
+    inflight.box(box)
     if box.state is BoxState.STOPPED:
         _record_run(state, box)  # stopped already (idle agent, console): at EC2's stop time
         return box
@@ -412,14 +433,18 @@ def start(
     """Start a stopped box. When AWS has no capacity for it: `waiting` (capacity.Waiting)
     tries again with backoff; `instance_type` resizes it first; `move` brings it up in
     another zone (the old instance is deleted only after a yes)."""
+    inflight.begin(f"starting '{name}'", undo=f"gpubox stop {name}")
+    on_progress = _told(on_progress)
     if instance_type:
         return resize(settings, state, name, instance_type=instance_type, yes=yes,
                       confirm=confirm, on_progress=on_progress)[0]  # fmt: skip
     prov, box = find_box(settings, state, name, on_progress)
+    inflight.box(box)
     if box.state is BoxState.RUNNING:
         return box
+    inflight.box(box, starting=True)
     _record_run(state, box)  # the last run ended at EC2's stop time, however it stopped
-    box = _start_or_else(prov, box, waiting, move, yes, confirm, on_progress or _quiet)
+    box = _start_or_else(prov, box, waiting, move, yes, confirm, on_progress)
     state.remember(box)
     _record_run(state, box)
     _refresh_ssh_config(settings, prov, box)
@@ -540,8 +565,26 @@ def down(
     delete_volume: bool = False,
 ) -> Box:
     """Terminate (AWS) or forget (ssh, local) a box, only with a clear yes for AWS.
-    Its data volumes are kept, unless delete_volume (covered by the same yes)."""
-    prov, box = find_box(settings, state, name, on_progress)
+    Its data volumes are kept, unless delete_volume (covered by the same yes).
+
+    Run again after an interruption, it finishes the job: a box whose instance is gone
+    but whose security group, key pair, key file or ssh config entry are left has those
+    removed (they hold no data and bill nothing), instead of "no box called NAME"."""
+    inflight.begin(f"taking '{name}' down")
+    on_progress = _told(on_progress)
+    try:
+        prov, box = find_box(settings, state, name, on_progress)
+    except NotFound:
+        from gpubox import leftovers
+
+        found = leftovers.find_by_key_file(settings, state, name, on_progress)
+        if found is not None:
+            prov, box = found
+        elif left := leftovers.remove(settings, state, name, on_progress):
+            return Box(name=name, provider="leftovers", state=BoxState.TERMINATED,
+                       extra=(("removed", "; ".join(left)),))  # fmt: skip
+        else:
+            raise
     destructive = box.provider == "aws"
     data_volumes = prov.data_volumes(box) if hasattr(prov, "data_volumes") else []
     if destructive and not yes:
@@ -553,14 +596,18 @@ def down(
                 hint=f"run it in a terminal to answer the question, or pass --yes: "
                 f"`gpubox down {name} --yes`",
             )
+    inflight.box(box)
+    if destructive:
+        inflight.made("what goes with it", f"gpubox-{name}",
+                      note="security group, key pair, key file, ssh config entry")  # fmt: skip
     from gpubox import forwards, jupyter
 
     jupyter.close_jupyter(settings, state, name)
     forwards.close_forwards(settings, state, name)
     if not destructive:
-        _stop_host_services(settings, prov, box, on_progress or _quiet)
+        _stop_host_services(settings, prov, box, on_progress)
     prov.terminate(box)
-    say = on_progress or _quiet
+    say = on_progress
     for vol in data_volumes:
         if delete_volume:
             prov.delete_data_volume(vol)  # type: ignore[attr-defined]
@@ -568,10 +615,14 @@ def down(
         else:
             say(f"kept volume '{vol.name}' ({vol.size_gb} GiB, {vol.zone}): about "
                 f"${vol.per_month:.2f}/month until `gpubox volume rm {vol.name}`")  # fmt: skip
-    from gpubox.remote.ssh_config import update_ssh_config
+    from gpubox.leftovers import forget_here
 
-    update_ssh_config(settings, name, None)
-    state.run_stopped(name, time.time())
-    state.forget(name)
-    state.journal(name, "down")
+    try:
+        forget_here(settings, state, name)
+    except GpuboxError as exc:  # the box is gone; only a local file could not be changed
+        done = "terminated" if destructive else "forgotten"
+        raise GpuboxError(
+            f"'{name}' is {done}, but {exc.message}",
+            hint=f"{exc.hint}; then `gpubox down {name}` removes what is left here",
+        ) from None
     return replace(box, state=BoxState.TERMINATED)

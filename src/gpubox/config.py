@@ -169,9 +169,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, Any] = {}
     kinds = {f.name: f.type for f in fields(Settings)}
     config_path = Path(env.get("GPUBOX_CONFIG", config_dir / "config.toml"))
-    if config_path.is_file():
+    from gpubox.localfiles import read_text
+
+    text = read_text(config_path)  # None when there is none; unreadable: one clear error
+    if text is not None:
         try:
-            data = tomllib.loads(config_path.read_text())
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(
                 f"cannot read {config_path}: {exc}", hint="fix or remove the file"
@@ -205,20 +208,19 @@ def write_setting(settings: Settings, name: str, value: str | None) -> Path:
         from gpubox.errors import did_you_mean
 
         raise InvalidInput(f"unknown setting '{name}'", hint=did_you_mean(name, setting_names()))
+    from gpubox.localfiles import locked, read_text, write_private
+
     path = settings.config_path
-    data: dict[str, Any] = {}
-    if path.is_file():
-        data = tomllib.loads(path.read_text())
-    if value is None:
-        data.pop(name, None)
-    else:
+    if value is not None:
         _coerce(name, value, kinds[name], "the command line")
-        data[name] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{key} = {_toml_value(val)}" for key, val in sorted(data.items())]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
-    os.replace(tmp, path)
+    with locked(path):  # two `config set` at once: both settings are kept
+        data: dict[str, Any] = tomllib.loads(read_text(path) or "")
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
+        lines = [f"{key} = {_toml_value(val)}" for key, val in sorted(data.items())]
+        write_private(path, "\n".join(lines) + ("\n" if lines else ""))
     return path
 
 

@@ -49,7 +49,9 @@ def token_for(settings: Settings, name: str, create: bool = True) -> str:
                 f"box '{name}' has no Jupyter token here",
                 hint=f"`gpubox up {name}` sets Jupyter up on it (done steps are skipped)",
             )
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from gpubox.localfiles import private_dir
+
+        private_dir(path.parent)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # made by a concurrent gpubox: use that one
@@ -60,11 +62,16 @@ def token_for(settings: Settings, name: str, create: bool = True) -> str:
 
 
 def forget_token(settings: Settings, name: str) -> bool:
+    from gpubox.localfiles import cannot
+
     path = token_path(settings, name)
-    if path.is_file():
+    try:
         path.unlink()
-        return True
-    return False
+    except FileNotFoundError:
+        return False
+    except OSError as exc:  # e.g. a tokens folder that cannot be read
+        raise cannot("remove", path, exc) from None
+    return True
 
 
 def jupyter_url(local_port: int, token: str) -> str:
@@ -146,7 +153,7 @@ def open_jupyter(
         code = status_on_host(runner_for(endpoint, settings, name), remote_port, token)
         if code != 200:
             raise _not_answering(name, remote_port, code)
-        url = _reuse_tunnel(state, name, local_port)
+        url = _reuse_tunnel(state, name, local_port, token)
         if url is None:
             opened = tunnels.open_tunnel(endpoint, settings, name, remote_port, local_port)
             code = 0
@@ -171,7 +178,7 @@ def open_jupyter(
     return url
 
 
-def _reuse_tunnel(state: State, name: str, local_port: int | None) -> str | None:
+def _reuse_tunnel(state: State, name: str, local_port: int | None, token: str) -> str | None:
     from gpubox.remote import tunnel as tunnels
 
     saved = state.tunnel(name)
@@ -179,7 +186,7 @@ def _reuse_tunnel(state: State, name: str, local_port: int | None) -> str | None
         return None
     alive = tunnels.tunnel_alive(saved["pid"], saved["local_port"])
     if alive and local_port in (None, saved["local_port"]):
-        return saved["url"]
+        return jupyter_url(saved["local_port"], token)  # the cache keeps no token
     if alive:  # the user asked for another port: move the tunnel there
         tunnels.close_tunnel(saved["pid"])
     state.drop_tunnel(name)

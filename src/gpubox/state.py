@@ -12,8 +12,11 @@ truth about what exists. Tables:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,29 +78,101 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (name, remote_port)
     );
     """,
+    # 3: a tunnel's URL is kept without its Jupyter token (the token lives in its 0600 file)
+    "UPDATE tunnels SET url = substr(url, 1, instr(url, '?') - 1) WHERE instr(url, '?') > 0",
 ]
+
+# How the cache says it is not being kept (once per process); the CLI's stderr by default.
+_said: set[str] = set()
+
+
+def _tell(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        sys.stderr.write(f"note: {message}\n")
 
 
 class State:
+    """The cache. It never blocks a command: a corrupt file is moved aside and started
+    afresh, and one that cannot be written (read-only file or folder, unwritable HOME)
+    gives way to a cache in memory for this command, said once on stderr."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._migrate()
+        self.in_memory = False
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        from gpubox.errors import GpuboxError
+        from gpubox.localfiles import private_dir
+
+        for _ in range(2):
+            try:
+                private_dir(self.path.parent)
+                db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                db.row_factory = sqlite3.Row
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    _migrate(db)
+                except BaseException:
+                    db.close()
+                    raise
+                return db
+            except GpuboxError as exc:  # the folder cannot be made
+                return self._in_memory(exc.message)
+            except sqlite3.DatabaseError as exc:
+                text = str(exc).lower()
+                if "not a database" in text or "malformed" in text:
+                    self._move_aside()
+                    continue
+                if "locked" in text or "busy" in text:
+                    raise GpuboxError(
+                        f"the local cache {self.path} stayed locked for 10 s",
+                        hint="another gpubox command is holding it; try again when it ends",
+                    ) from None
+                return self._in_memory(f"{self.path} cannot be written ({exc})")
+        return self._in_memory(f"{self.path} is damaged and could not be moved aside")
+
+    def _move_aside(self) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:  # another gpubox moved it just now
+            return
+        except OSError:
+            return
+        for tail in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.replace(f"{self.path}{tail}", f"{aside}{tail}")
+        _tell(f"{self.path} was damaged; it is kept as {aside.name} and gpubox starts a new "
+              "cache (your boxes are found again in the cloud)")  # fmt: skip
+
+    def _in_memory(self, why: str) -> sqlite3.Connection:
+        """A cache for this command only, seeded with what the file holds if it can be read."""
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        db.row_factory = sqlite3.Row
+        for flags in ("mode=ro", "immutable=1"):  # immutable: a WAL file it cannot share
+            with contextlib.suppress(sqlite3.Error, OSError):
+                source = sqlite3.connect(f"{self.path.as_uri()}?{flags}", uri=True)
+                try:
+                    source.backup(db)
+                    break
+                finally:
+                    source.close()
+        try:
+            _migrate(db)
+        except sqlite3.Error:  # what was read is unusable: start empty
+            db.close()
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            db.row_factory = sqlite3.Row
+            _migrate(db)
+        self.in_memory = True
+        _tell(f"{why}; the local cache is read-only: gpubox works from the cloud and keeps "
+              f"nothing new this time (fix: make {self.path.parent} writable by you)")  # fmt: skip
+        return db
 
     def close(self) -> None:
         self._db.close()
-
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.transaction():
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -153,10 +228,12 @@ class State:
 
     # tunnels ---------------------------------------------------------------
     def save_tunnel(self, name: str, local_port: int, pid: int, url: str) -> None:
+        """The URL is kept without its query (the Jupyter token): the token stays in its
+        0600 file, never in this database."""
         self._db.execute(
             "INSERT OR REPLACE INTO tunnels(name, local_port, pid, url, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (name, local_port, pid, url, time.time()),
+            (name, local_port, pid, url.split("?", 1)[0], time.time()),
         )
 
     def tunnel(self, name: str) -> dict[str, Any] | None:
@@ -238,6 +315,25 @@ class State:
 
     def put(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO settings_seen(key, value) VALUES (?, ?)", (key, value))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema up to date under the database's write lock, reading the version
+    again inside it: several gpubox commands started at once on a new HOME all succeed."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def open_state(path: Path) -> State:

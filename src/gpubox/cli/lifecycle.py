@@ -596,6 +596,9 @@ def down(
                 settings, state, name, yes=yes, confirm=render.confirm, on_progress=progress,
                 delete_volume=delete_volume,
             )
+    if box.get("removed"):  # a half-deleted box: what an interrupted `down` left
+        render.ok(f"removed what was left of '{name}': {box.get('removed')}")
+        return
     verb = "terminated" if box.provider == "aws" else "forgot"
     render.ok(f"{verb} '{name}'")
 
@@ -603,8 +606,12 @@ def down(
 def _offer_image_first(settings, state, name: str) -> None:
     """Before an AWS box's disk is deleted, offer to keep it as an image (S16)."""
     from gpubox import box as lifecycle
+    from gpubox.errors import NotFound
 
-    _, box = lifecycle.find_box(settings, state, name)
+    try:
+        _, box = lifecycle.find_box(settings, state, name)
+    except NotFound:  # maybe a half-deleted box: `down` removes what is left
+        return
     if box.provider != "aws":
         return
     image_name = f"{name}-final"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
 import time
 import traceback
@@ -37,25 +39,75 @@ def _register() -> None:
 
 
 def _log_bug(exc: BaseException) -> str:
-    from gpubox import config
+    """Write the traceback to a log and say where; never fails itself (an unwritable HOME
+    or a broken config is often what the bug is about)."""
+    import tempfile
+    from pathlib import Path
 
+    text = "".join(traceback.format_exception(exc))
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    dirs: list[Path] = []
     try:
-        log_dir = config.load().log_dir
-    except Exception:  # the settings themselves may be what is broken
-        import tempfile
-        from pathlib import Path
+        from gpubox import config
 
-        log_dir = Path(tempfile.gettempdir())
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    path.write_text("".join(traceback.format_exception(exc)))
-    return str(path)
+        dirs.append(config.load().log_dir)
+    except Exception:  # noqa: BLE001 - the settings themselves may be what is broken
+        pass
+    dirs.append(Path(tempfile.gettempdir()))
+    for log_dir in dirs:
+        try:
+            from gpubox.localfiles import private_dir, write_private
+
+            return str(write_private(private_dir(log_dir) / name, text))
+        except Exception:  # noqa: BLE001 - OSError, or GpuboxError from localfiles: next folder
+            continue
+    return "nowhere (no writable folder for a log)"
+
+
+def _cache_hint() -> str:
+    try:
+        from gpubox import config
+
+        path = str(config.load().state_path)
+    except Exception:  # noqa: BLE001 - the settings may be what is broken
+        path = "state.sqlite in gpubox's data folder"
+    return f"it is only a cache: move {path} aside and run the command again"
+
+
+def _tell_interrupted(exc: BaseException) -> int:
+    """Say what the interrupted command left (what exists, its $/h, how to finish or undo)."""
+    from gpubox import inflight
+    from gpubox.cli import render
+
+    inflight.ignore_signals()
+    if not isinstance(exc, inflight.Interrupted):
+        exc = inflight.Interrupted(signal.SIGINT)
+    try:
+        render.error(inflight.headline(exc))
+        for line in inflight.lines():
+            render.info(line)
+    except Exception:  # noqa: BLE001 - the terminal may be gone; the exit code still tells
+        pass
+    return exc.exit_code
 
 
 def run(argv: list[str] | None = None) -> None:
-    from gpubox.errors import GpuboxError
+    from gpubox import inflight
 
     _register()
+    handlers = inflight.install_handlers()
+    try:
+        _run(argv)
+    finally:
+        inflight.restore_handlers(handlers)
+
+
+def _run(argv: list[str] | None) -> None:
+    from gpubox import inflight
+    from gpubox.errors import GpuboxError
+
+    args = sys.argv[1:] if argv is None else argv
+    inflight.command("gpubox " + shlex.join(args))
     try:
         app(args=argv, standalone_mode=True)
     except GpuboxError as exc:
@@ -63,17 +115,18 @@ def run(argv: list[str] | None = None) -> None:
 
         render.error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        from gpubox.cli import render
-
-        render.error("interrupted", "nothing was left half-made that `gpubox status` does not show")
-        sys.exit(130)
+    except (inflight.Interrupted, KeyboardInterrupt) as exc:
+        sys.exit(_tell_interrupted(exc))
     except SystemExit:
         raise
     except Exception as exc:  # a bug: short line, traceback to a log
         if os.environ.get("GPUBOX_DEBUG"):
             raise
         from gpubox.cli import render
+
+        if type(exc).__module__ == "sqlite3":  # the cache failed mid-command (disk full ...)
+            render.error(f"gpubox's local cache failed: {exc}", _cache_hint())
+            sys.exit(1)
 
         path = _log_bug(exc)
         render.error(

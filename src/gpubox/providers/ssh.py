@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,10 +32,13 @@ class HostRegistry:
         self.path = path
 
     def load(self) -> dict[str, dict[str, Any]]:
-        if not self.path.is_file():
+        from gpubox.localfiles import read_text
+
+        text = read_text(self.path)
+        if text is None:
             return {}
         try:
-            return json.loads(self.path.read_text())
+            return json.loads(text)
         except json.JSONDecodeError:
             raise GpuboxError(
                 f"cannot read {self.path}: it is not valid JSON",
@@ -44,26 +46,29 @@ class HostRegistry:
             ) from None
 
     def _save(self, data: dict[str, dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        from gpubox.localfiles import write_private
+
+        write_private(self.path, json.dumps(data, indent=2, sort_keys=True))
 
     def get(self, name: str) -> dict[str, Any] | None:
         return self.load().get(name)
 
     def put(self, name: str, record: dict[str, Any]) -> None:
-        data = self.load()
-        data[name] = record
-        self._save(data)
+        from gpubox.localfiles import locked
+
+        with locked(self.path):  # parallel commands on other hosts lose nothing
+            data = self.load()
+            data[name] = record
+            self._save(data)
 
     def remove(self, name: str) -> bool:
-        data = self.load()
-        if data.pop(name, None) is None:
-            return False
-        self._save(data)
+        from gpubox.localfiles import locked
+
+        with locked(self.path):
+            data = self.load()
+            if data.pop(name, None) is None:
+                return False
+            self._save(data)
         return True
 
 

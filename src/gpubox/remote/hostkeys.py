@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -61,18 +60,22 @@ def _normalise(key_line: str) -> str:
 
 
 def _read_lines(settings: Settings) -> list[str]:
-    path = settings.known_hosts_path
-    return path.read_text().splitlines() if path.is_file() else []
+    from gpubox.localfiles import read_text
+
+    return (read_text(settings.known_hosts_path) or "").splitlines()
 
 
 def _write_lines(settings: Settings, lines: list[str]) -> None:
-    path = settings.known_hosts_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    from gpubox.localfiles import write_private
+
+    write_private(settings.known_hosts_path, "".join(line + "\n" for line in lines))
+
+
+def _locked(settings: Settings):
+    """Around a read-modify-write of known_hosts: parallel commands lose no pin."""
+    from gpubox.localfiles import locked
+
+    return locked(settings.known_hosts_path)
 
 
 def pinned_keys(settings: Settings, name: str) -> list[str]:
@@ -88,24 +91,26 @@ def pinned_keys(settings: Settings, name: str) -> list[str]:
 def pin_host_keys(settings: Settings, name: str, keys: Iterable[str]) -> list[str]:
     """Add `keys` to the box's pin (keeping keys already there); the keys now pinned."""
     alias = host_key_alias(name)
-    have = pinned_keys(settings, name)
-    new = [k for k in dict.fromkeys(_normalise(k) for k in keys) if k not in have]
-    if new:
-        _write_lines(settings, _read_lines(settings) + [f"{alias} {k}" for k in new])
+    with _locked(settings):
+        have = pinned_keys(settings, name)
+        new = [k for k in dict.fromkeys(_normalise(k) for k in keys) if k not in have]
+        if new:
+            _write_lines(settings, _read_lines(settings) + [f"{alias} {k}" for k in new])
     return have + new
 
 
 def forget_host_key(settings: Settings, name: str) -> list[str]:
     """Remove the box's pin; the key lines that were removed."""
     alias = host_key_alias(name)
-    removed = pinned_keys(settings, name)
-    if removed:
-        kept = [
-            line
-            for line in _read_lines(settings)
-            if not (line.split() and alias in line.split()[0].split(","))
-        ]
-        _write_lines(settings, kept)
+    with _locked(settings):
+        removed = pinned_keys(settings, name)
+        if removed:
+            kept = [
+                line
+                for line in _read_lines(settings)
+                if not (line.split() and alias in line.split()[0].split(","))
+            ]
+            _write_lines(settings, kept)
     return removed
 
 

@@ -7,9 +7,7 @@ touched once, with consent, to `Include` it, after a backup.
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -83,15 +81,10 @@ def set_local_forwards(settings: Settings, name: str, pairs: Iterable[tuple[int,
 
 def _write(path: Path, text: str) -> Path:
     """Atomically, owner-only from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One temporary file per writer: two threads (bench --types launches in parallel) or
-    # processes sharing one name would replace each other's file away.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
+    from gpubox.localfiles import locked, write_private
+
+    with locked(path):
+        return write_private(path, text)
 
 
 def include_line(settings: Settings) -> str:
@@ -112,7 +105,7 @@ def include_in_user_config(
     line = include_line(settings)
     old = config.read_text() if config.is_file() else ""
     if any(existing.strip() == line for existing in old.splitlines()):
-        return False
+        return False  # (the user's file: read and replaced whole, after a backup)
     if not consent:
         raise ConfirmationRequired(
             f"adding `{line}` to {config} needs your yes",
@@ -123,11 +116,9 @@ def include_in_user_config(
     if config.is_file():
         mode = config.stat().st_mode & 0o777
         shutil.copy2(config, config.with_name(f"config.gpubox-backup-{time.strftime('%Y%m%d%H%M%S')}"))
-    tmp = config.with_name("config.gpubox-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"# added by gpubox: its boxes as ssh hosts\n{line}\n\n{old}")
-    os.replace(tmp, config)
+    from gpubox.localfiles import write_private
+
+    write_private(config, f"# added by gpubox: its boxes as ssh hosts\n{line}\n\n{old}", mode)
     return True
 
 
@@ -141,20 +132,35 @@ def _blocks(text: str) -> dict[str, str]:
     return found
 
 
-_UPDATE_LOCK = threading.Lock()
-
-
-def update_ssh_config(settings: Settings, name: str, endpoint: SshEndpoint | None) -> Path:
-    """Add or replace one box's entry (None removes it), keeping the others.
+def update_ssh_config(
+    settings: Settings, name: str, endpoint: SshEndpoint | None, only_if_present: bool = False
+) -> bool:
+    """Add or replace one box's entry (None removes it), keeping the others; True when
+    the file changed. Under a lock: parallel `up`/`down` of other boxes lose nothing.
 
     `up`, `start` (an AWS box's address changes) and `down` call this, so plain
     `ssh NAME` follows the box without running `gpubox ssh-config` again."""
+    from gpubox.localfiles import locked, read_text, write_private
+
     path = settings.ssh_config_path
-    with _UPDATE_LOCK:  # read-modify-write: threads of one process take turns
-        blocks = _blocks(path.read_text()) if path.is_file() else {}
-        old = blocks.pop(name, None)
+    with locked(path):
+        old = read_text(path)
+        blocks = _blocks(old or "")
+        had = blocks.pop(name, None)
+        if only_if_present and had is None:
+            return False
         if endpoint is not None and not endpoint.local:
             blocks.update(_blocks(ssh_config_text(settings, [(name, endpoint)])))
-            if old and name in blocks:
-                blocks[name] += _forward_lines(old)
-        return _write(path, HEADER + "".join("\n" + blocks[key] for key in sorted(blocks)))
+            if had and name in blocks:  # `gpubox forward`'s LocalForward lines stay
+                blocks[name] += _forward_lines(had)
+        text = HEADER + "".join("\n" + blocks[key] for key in sorted(blocks))
+        if text == old:
+            return False
+        write_private(path, text)
+    return True
+
+
+def has_entry(settings: Settings, name: str) -> bool:
+    from gpubox.localfiles import read_text
+
+    return name in _blocks(read_text(settings.ssh_config_path) or "")

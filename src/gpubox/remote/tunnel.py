@@ -120,7 +120,9 @@ def open_tunnel(
         )
     ensure_host_key(endpoint, settings, name)
     port = local_port or free_local_port()
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    from gpubox.localfiles import private_dir
+
+    private_dir(settings.log_dir)
     log_path = settings.log_dir / f"{label}-{name}.log"
     argv = ["ssh", *base_options(endpoint, settings, name, multiplex=False)]
     argv += ["-o", "ExitOnForwardFailure=yes", "-N", "-T"]

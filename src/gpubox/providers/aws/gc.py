@@ -219,6 +219,8 @@ def collect(settings: Any, plan: GcPlan, on_progress: Progress | None = None) ->
             try:
                 _remove_one(client(settings, "ec2", item.region), item)
                 removed.append(item)
+                if item.kind == "key-pair" and item.box:
+                    _forget_key_file(settings, plan, item.box, say)
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the rest go on
                 code = error_code(exc)
                 if code.endswith("NotFound"):
@@ -226,6 +228,35 @@ def collect(settings: Any, plan: GcPlan, on_progress: Progress | None = None) ->
                 else:
                     failed.append((item, code or str(exc)))
     return GcResult(tuple(removed), tuple(failed))
+
+
+def _forget_key_file(settings: Any, plan: GcPlan, box: str, say: Progress) -> None:
+    """The local private key of a removed key pair goes too, unless a live box of that
+    name (in any region looked at) still needs it."""
+    from gpubox.providers.aws.instances import find_instances
+    from gpubox.providers.aws.keypairs import key_path, remove_key_file
+    from gpubox.providers.aws.network import resource_name
+    from gpubox.providers.aws.session import used_regions
+    from gpubox.state import State
+
+    path = key_path(settings, box)
+    if not path.exists():
+        return
+    state = State(settings.state_path)
+    try:
+        regions = sorted(set(plan.regions) | set(used_regions(state)))
+    finally:
+        state.close()
+    # The same key file serves the box's key pair in every region: keep it while any
+    # region gpubox knows has a live box of that name, or still has its key pair.
+    for region in regions:
+        pairs = client(settings, "ec2", region).describe_key_pairs(
+            Filters=[{"Name": "key-name", "Values": [resource_name(box)]}]
+        )["KeyPairs"]
+        if find_instances(settings, region, box) or pairs:
+            return
+    remove_key_file(path)
+    say(f"removed the key file {path}")
 
 
 def _terminate(settings: Any, batch: list[Garbage], say: Progress, removed: list, failed: list):

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpubox import guard
+from gpubox import guard, inflight
 from gpubox.errors import CapacityError, GpuboxError, InvalidInput
 from gpubox.providers.aws.network import (
     BOX_TAG,
@@ -158,6 +158,7 @@ def launch_attempt(
     where = subnet_or_az or ctx.region
     ec2 = client(ctx.settings, "ec2", ctx.region, purpose="launch")
     ctx.say(f"launching {instance_type} in {where}{' (spot)' if spec.spot else ''}")
+    inflight.step(f"launching {instance_type} in {where} (an instance may exist already)")
     for attempt in range(1, LAUNCH_TRIES + 1):
         try:
             instance = ec2.run_instances(**params)["Instances"][0]
@@ -178,6 +179,8 @@ def launch_attempt(
             if mapped is None:
                 raise
             raise mapped from exc
+    inflight.made("instance", instance["InstanceId"], ctx.region,
+                  inflight.instance_price(instance_type, ctx.region), f"box '{spec.name}'")  # fmt: skip
     ctx.say(f"instance {instance['InstanceId']} is {instance['State']['Name']}; waiting for running")
     return wait_for(ctx.settings, ctx.region, instance["InstanceId"], "running", ctx.wait_delay)
 

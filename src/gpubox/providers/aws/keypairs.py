@@ -7,7 +7,7 @@ plainly and nothing is deleted to "fix" it.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpubox.errors import GpuboxError
-from gpubox.providers.aws.network import instances_using, resource_name, tags_for
+from gpubox.providers.aws.network import (
+    BOX_TAG,
+    CLIENT_TAG,
+    instances_using,
+    resource_name,
+    tag_value,
+    tags_for,
+)
 from gpubox.providers.aws.session import aws_errors, client, error_code
 
 if TYPE_CHECKING:
@@ -37,32 +44,76 @@ def check_key_file(path: Path) -> None:
 
 
 def _write_private_key(path: Path, material: str) -> None:
-    """Atomically, and 0600 from the first instant: O_EXCL temp file, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Atomically, and 0600 from the first instant, in a 0700 folder."""
+    from gpubox import inflight
+    from gpubox.localfiles import tighten, write_private
+
+    write_private(path, material if material.endswith("\n") else material + "\n")
+    tighten(path.parent)
+    inflight.made("key file", str(path))
+
+
+def remove_key_file(path: Path) -> None:
+    from gpubox import inflight
+    from gpubox.localfiles import cannot
+
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(material if material.endswith("\n") else material + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise cannot("remove", path, exc) from None
+    inflight.gone("key file", str(path))
 
 
-def _aws_key_exists(ec2: Any, key_name: str) -> bool:
+def _aws_key(ec2: Any, key_name: str) -> dict[str, Any] | None:
+    """The key pair's description (with its tags), or None when AWS has none of that name."""
     import botocore.exceptions
 
     try:
-        ec2.describe_key_pairs(KeyNames=[key_name])
-        return True
+        return ec2.describe_key_pairs(KeyNames=[key_name])["KeyPairs"][0]
     except botocore.exceptions.ClientError as exc:
         if error_code(exc) == "InvalidKeyPair.NotFound":
-            return False
+            return None
         with aws_errors(f"looking up key pair {key_name}"):
             raise
-    return False
+    return None
+
+
+def _aws_key_exists(ec2: Any, key_name: str) -> bool:
+    return _aws_key(ec2, key_name) is not None
+
+
+# A key pair another gpubox made and no instance uses yet may be an `up` in progress there.
+ORPHAN_AFTER_SECONDS = 600
+
+
+def client_id(settings: Settings) -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(f"{socket.gethostname()}|{settings.keys_dir}".encode()).hexdigest()[:16]
+
+
+def _orphaned(settings: Settings, ec2: Any, found: dict[str, Any], box_name: str) -> bool:
+    """A key pair gpubox made for this box (tagged) that no live instance uses, and that
+    this gpubox made (an interrupted `up` that never stored its private key), or that is
+    old enough not to be another machine's `up` in progress. Safe to replace."""
+    import datetime as dt
+
+    if tag_value(found, BOX_TAG) != box_name:
+        return False  # not gpubox's (or another box's): not ours to delete
+    made_at = found.get("CreateTime")
+    old = isinstance(made_at, dt.datetime) and (
+        dt.datetime.now(dt.UTC) - made_at
+    ).total_seconds() > ORPHAN_AFTER_SECONDS
+    if tag_value(found, CLIENT_TAG) != client_id(settings) and not old:
+        return False
+    with aws_errors(f"checking who uses key pair {found['KeyName']}"):
+        return not instances_using(ec2, "key-name", found["KeyName"])
+
+
+def _key_tags(settings: Settings, box_name: str, owner: str) -> list[dict[str, Any]]:
+    tags = [*tags_for(box_name, owner, "key-pair"), {"Key": CLIENT_TAG, "Value": client_id(settings)}]
+    return [{"ResourceType": "key-pair", "Tags": tags}]
 
 
 @dataclass(frozen=True)
@@ -74,14 +125,31 @@ class KeyResult:
 
 
 def ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) -> KeyResult:
-    """The key pair gpubox-NAME and its private key file, made if missing, reused if both exist."""
+    """The key pair gpubox-NAME and its private key file, made if missing, reused if both exist.
+    Under a lock on the key file: two `up` of one box from this folder never make two keys."""
+    from gpubox.localfiles import locked
+
+    with locked(key_path(settings, box_name)):
+        return _ensure_key_pair(settings, region, box_name, owner)
+
+
+def _ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) -> KeyResult:
+    from gpubox import inflight
+
     ec2 = client(settings, "ec2", region)
     key_name = resource_name(box_name)
     path = key_path(settings, box_name)
-    on_aws = _aws_key_exists(ec2, key_name)
-    if on_aws and path.exists():
+    found = _aws_key(ec2, key_name)
+    if found and key_file_present(path):
         check_key_file(path)
+        inflight.made("key pair", key_name, region, note="found")
         return KeyResult(key_name, path, False, False)
+    if found and _orphaned(settings, ec2, found, box_name):
+        # An interrupted `up` made it and lost its private half: make it again.
+        with aws_errors(f"replacing key pair {key_name}"):
+            ec2.delete_key_pair(KeyName=key_name)
+        found = None
+    on_aws = found is not None
     if on_aws:
         raise GpuboxError(
             f"key pair {key_name} exists in {region}, but its private key {path} is missing; "
@@ -98,26 +166,38 @@ def ensure_key_pair(settings: Settings, region: str, box_name: str, owner: str) 
             ec2.import_key_pair(
                 KeyName=key_name,
                 PublicKeyMaterial=public.encode(),
-                TagSpecifications=[
-                    {"ResourceType": "key-pair", "Tags": tags_for(box_name, owner, "key-pair")}
-                ],
+                TagSpecifications=_key_tags(settings, box_name, owner),
             )
+        inflight.made("key pair", key_name, region)
         return KeyResult(key_name, path, True, False)
+    inflight.step(f"creating key pair {key_name} (it may exist already, without its private key)")
     with aws_errors(f"creating key pair {key_name}"):
         made = ec2.create_key_pair(
             KeyName=key_name,
             KeyType="ed25519",
             KeyFormat="pem",
-            TagSpecifications=[
-                {"ResourceType": "key-pair", "Tags": tags_for(box_name, owner, "key-pair")}
-            ],
+            TagSpecifications=_key_tags(settings, box_name, owner),
         )
+    inflight.made("key pair", key_name, region, note="its private key is not stored yet")
     try:
         _write_private_key(path, made["KeyMaterial"])
-    except OSError as exc:
-        ec2.delete_key_pair(KeyName=key_name)
-        raise GpuboxError(f"cannot write the private key to {path}: {exc}") from None
+    except BaseException:  # unwritable folder, or interrupted: no key pair without its key
+        with contextlib.suppress(Exception):
+            ec2.delete_key_pair(KeyName=key_name)
+            inflight.gone("key pair", key_name)
+        raise
+    inflight.made("key pair", key_name, region)
     return KeyResult(key_name, path, True, True)
+
+
+def key_file_present(path: Path) -> bool:
+    """The private key file is there (a keys folder that cannot be read is said plainly)."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        from gpubox.localfiles import cannot
+
+        raise cannot("read", path, exc) from None
 
 
 def _public_key_of(path: Path) -> str:
@@ -144,4 +224,7 @@ def delete_key_pair_if_unused(settings: Settings, region: str, key_name: str) ->
         if not _aws_key_exists(ec2, key_name):
             return True
         ec2.delete_key_pair(KeyName=key_name)
+    from gpubox import inflight
+
+    inflight.gone("key pair", key_name)
     return True

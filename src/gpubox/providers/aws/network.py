@@ -35,6 +35,8 @@ VOLUME_TAG = "gpubox:volume"
 # A box of several instances (cluster.py): node 0's name, and each instance's rank.
 CLUSTER_TAG = "gpubox:cluster"
 NODE_TAG = "gpubox:node"
+# On key pairs: which gpubox (machine and data folder) made it and keeps its private key.
+CLIENT_TAG = "gpubox:client"
 
 
 def tags_for(box_name: str, owner: str, kind: str) -> list[dict[str, str]]:
@@ -171,11 +173,15 @@ def ensure_security_group(
                     }
                 ],
             )["GroupId"]
+    from gpubox import inflight
+
+    inflight.made("security group", group_id, region, note="" if created else "found")
     try:
         _admit_ssh(ec2, group_id, cidr, DETECTED_RULE if detected else GIVEN_RULE)
     except GpuboxError:
         if created:
             ec2.delete_security_group(GroupId=group_id)
+            inflight.gone("security group", group_id)
         raise
     return GroupResult(group_id, created)
 
@@ -277,16 +283,54 @@ def delete_security_group_if_unused(settings: Settings, region: str, group_id: s
         if instances_using(ec2, "instance.group-id", group_id):
             return False
     # A just-terminated instance's network interface lets go of the group a little later.
+    from gpubox import inflight
+
     for attempt in range(6):
         try:
             ec2.delete_security_group(GroupId=group_id)
+            inflight.gone("security group", group_id)
             return True
         except botocore.exceptions.ClientError as exc:
             code = error_code(exc)
             if code == "InvalidGroup.NotFound":
+                inflight.gone("security group", group_id)
                 return True
             if code != "DependencyViolation" or attempt == 5:
                 with aws_errors(f"deleting security group {group_id}"):
                     raise
             time.sleep(2 * (attempt + 1))
     return False
+
+
+def remove_leftovers(settings: Settings, region: str, box_name: str) -> list[str]:
+    """What an interrupted `down` (or launch) left of a box in one region: its tagged
+    security groups and key pairs that no live instance uses. Removed; said one by one."""
+    from gpubox import inflight
+
+    ec2 = client(settings, "ec2", region)
+    mine = [{"Name": f"tag:{BOX_TAG}", "Values": [box_name]}]
+    removed: list[str] = []
+    with aws_errors(f"looking for what is left of '{box_name}' in {region}"):
+        groups = ec2.describe_security_groups(Filters=mine)["SecurityGroups"]
+        keys = ec2.describe_key_pairs(Filters=mine)["KeyPairs"]
+        for key in keys:
+            if not instances_using(ec2, "key-name", key["KeyName"]):
+                ec2.delete_key_pair(KeyName=key["KeyName"])
+                inflight.gone("key pair", key["KeyName"])
+                removed.append(f"key pair {key['KeyName']} ({region})")
+    for group in groups:
+        if delete_security_group_if_unused(settings, region, group["GroupId"]):
+            removed.append(f"security group {group['GroupId']} ({region})")
+    return removed
+
+
+def ended_instances(settings: Settings, region: str, box_name: str) -> list[str]:
+    """The box's instances that are terminated (or on their way): proof a box is gone.
+    AWS shows a terminated instance for about an hour."""
+    ec2 = client(settings, "ec2", region)
+    with aws_errors(f"looking for ended instances of '{box_name}' in {region}"):
+        found = ec2.describe_instances(Filters=[
+            {"Name": f"tag:{BOX_TAG}", "Values": [box_name]},
+            {"Name": "instance-state-name", "Values": ["shutting-down", "terminated"]},
+        ])["Reservations"]  # fmt: skip
+    return [i["InstanceId"] for r in found for i in r["Instances"]]

@@ -306,7 +306,7 @@ class AwsProvider:
                 if keypairs.delete_key_pair_if_unused(self.settings, region, key.name) and (
                     key.created_file
                 ):
-                    key.path.unlink(missing_ok=True)
+                    keypairs.remove_key_file(key.path)
 
     def stop(self, box: Box) -> Box:
         inst = self._current(box)
@@ -398,7 +398,7 @@ class AwsProvider:
         if inst.get("KeyName") == own_name and keypairs.delete_key_pair_if_unused(
             self.settings, region, own_name
         ):
-            keypairs.key_path(self.settings, shared).unlink(missing_ok=True)
+            keypairs.remove_key_file(keypairs.key_path(self.settings, shared))
         if box.get("cluster"):
             placement.delete_placement_group_if_unused(self.settings, region, shared)
 
@@ -413,7 +413,7 @@ class AwsProvider:
                 hint=f"start it with `gpubox start {box.name}`, or set ssh_address",
             )
         path = keypairs.key_path(self.settings, box.get("cluster") or box.name)
-        if not path.exists():
+        if not keypairs.key_file_present(path):
             raise GpuboxError(
                 f"the private key of box '{box.name}' is missing: {path}",
                 hint="put your copy back there (chmod 600); AWS keeps none, so without it "

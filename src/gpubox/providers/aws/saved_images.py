@@ -213,8 +213,12 @@ def create_saved_image(
     (and leaves it stopped: starting it again is the user's call, it costs money).
     Anything that goes wrong after the AMI exists removes it and its snapshots again.
     """
+    from gpubox import inflight
+
     say = on_progress or (lambda _: None)
     check_image_name(image_name)
+    inflight.begin(f"saving image '{image_name}' of '{box_name}'",
+                   undo=f"gpubox image rm {image_name} --yes")  # fmt: skip
     ec2 = client(settings, "ec2", region)
     instances = find_instances(settings, region, box_name)
     if not instances:
@@ -227,6 +231,14 @@ def create_saved_image(
         clash = ec2.describe_images(
             Owners=["self"], Filters=[{"Name": f"tag:{IMAGE_TAG}", "Values": [image_name]}]
         )["Images"]
+    resumed = [i for i in clash if i.get("State") == "pending"
+               and tag_value(i, BOX_TAG) == box_name]  # fmt: skip
+    if resumed:  # an interrupted run's image, still being made: finish the job
+        say(f"image '{image_name}' ({resumed[0]['ImageId']}) from an earlier run is still "
+            "being made; waiting for it")  # fmt: skip
+        return _finish(ec2, region, resumed[0]["ImageId"], resumed[0].get("Tags", []), say,
+                       (timeout, poll, sleep, clock), stopped_box=False,
+                       consistent=inst["State"]["Name"] == "stopped")  # fmt: skip
     if clash:
         raise InvalidInput(
             f"an image called '{image_name}' already exists ({clash[0]['ImageId']} in {region})",
@@ -252,6 +264,7 @@ def create_saved_image(
     tags = [t for t in tags_for(box_name, owner, "image") if t["Key"] != "Name"]
     tags += [{"Key": IMAGE_TAG, "Value": image_name}, {"Key": "Name", "Value": image_name}]
     say(f"creating image '{image_name}' of {box_name} ({inst['InstanceId']})")
+    inflight.step(f"creating image '{image_name}' (it may exist already)")
     with aws_errors(f"creating image '{image_name}'"):
         image_id = ec2.create_image(
             InstanceId=inst["InstanceId"],
@@ -260,8 +273,23 @@ def create_saved_image(
             NoReboot=True,  # never reboot a box under someone's work; stop_first is the clean way
             TagSpecifications=[{"ResourceType": "image", "Tags": tags}],
         )["ImageId"]
+    return _finish(ec2, region, image_id, tags, say, (timeout, poll, sleep, clock),
+                   stopped_box=stopped_box, consistent=state == "stopped")  # fmt: skip
+
+
+def _finish(
+    ec2: Any, region: str, image_id: str, tags: list[dict[str, str]], say: Progress,
+    pacing: tuple[float, float, Callable[[float], None], Callable[[], float]],
+    *, stopped_box: bool, consistent: bool,
+) -> Created:
+    """Wait for the image, tag its snapshots; anything going wrong (an interruption too)
+    removes the unfinished image and its snapshots again."""
+    from gpubox import inflight
+
+    inflight.made("image", image_id, region, note="unfinished; removed if this is interrupted")
+    inflight.step(f"waiting for image {image_id}")
     try:
-        found = _wait_available(ec2, image_id, say, timeout, poll, sleep, clock)
+        found = _wait_available(ec2, image_id, say, *pacing)
         snapshot_tags = [t for t in tags if t["Key"] != KIND_TAG]
         snapshot_tags.append({"Key": KIND_TAG, "Value": "snapshot"})
         snapshots = _saved_from(found, region).snapshot_ids
@@ -271,8 +299,9 @@ def create_saved_image(
     except BaseException:
         say(f"removing the unfinished image {image_id}")
         _delete_image_and_snapshots(ec2, image_id, ())
+        inflight.gone("image", image_id)
         raise
-    return Created(_saved_from(found, region), stopped_box, consistent=state == "stopped")
+    return Created(_saved_from(found, region), stopped_box, consistent=consistent)
 
 
 def _wait_available(
