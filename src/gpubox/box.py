@@ -240,7 +240,7 @@ def up(
                 box = retry_on_capacity(lambda: prov.launch(spec), waiting, say)
             else:
                 box = prov.launch(spec)
-            created = True
+            created = not getattr(prov, "launch_found", False)  # a racer's box is found, not made
         inflight.box(box)
         state.remember(box)
         _record_run(state, box)
