@@ -50,6 +50,18 @@ def _told(on_progress: Progress | None) -> Progress:
     return say
 
 
+def _setup_step_told(name: str, on_step: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    """Setup's step events, each also the step an interruption names."""
+
+    def told(event: Any) -> None:
+        if getattr(event, "status", "") == "start":
+            inflight.step(f"setting up '{name}', step {event.step} (a re-run skips the steps done)")
+        if on_step is not None:
+            on_step(event)
+
+    return told
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise InvalidInput(
@@ -240,7 +252,7 @@ def up(
                 box = retry_on_capacity(lambda: prov.launch(spec), waiting, say)
             else:
                 box = prov.launch(spec)
-            created = True
+            created = not getattr(prov, "launch_found", False)  # a racer's box is found, not made
         inflight.box(box)
         state.remember(box)
         _record_run(state, box)
@@ -261,8 +273,14 @@ def up(
     from gpubox.remote import ssh as remote_ssh
 
     if not endpoint.local:
-        say(f"waiting for SSH on {endpoint.host}:{endpoint.port}")
-        remote_ssh.wait_until_reachable(endpoint, settings, spec.name, on_progress=say)
+        waiting_for = f"waiting for SSH on {endpoint.host}:{endpoint.port}"
+        say(waiting_for)
+
+        def still_waiting(text: str) -> None:  # its retries are said; the step stays this
+            say(text)
+            inflight.step(waiting_for)
+
+        remote_ssh.wait_until_reachable(endpoint, settings, spec.name, on_progress=still_waiting)
     runner = remote_ssh.runner_for(endpoint, settings, spec.name)
     if volume is not None:
         from gpubox.remote.data_volume import mount
@@ -271,15 +289,17 @@ def up(
         how = "new, formatted" if mounted.status == "formatted" else "its files kept"
         say(f"volume '{volume.volume.name}' mounted at {mounted.mount_dir} ({how})")
     state.journal(spec.name, "setup")
+    inflight.step(f"setting up '{spec.name}' over SSH (a re-run skips the steps done)")
     result = setup_mod.run_setup(
         runner,
         guard_settings_for(settings, box, spec),
         box_name=spec.name,
         framework=framework,
-        on_event=on_step,
+        on_event=_setup_step_told(spec.name, on_step),
         spot=box.spot,
     )
     state.journal(spec.name, "jupyter")
+    inflight.step(f"starting Jupyter on '{spec.name}' (its setup is done)")
     url = jupyter.open_jupyter(
         settings, state, box, endpoint, local_port=local_port, browser=browser
     )

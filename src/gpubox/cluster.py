@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gpubox import box as lifecycle
-from gpubox.errors import ConfirmationRequired, GpuboxError, InvalidInput
+from gpubox.errors import ConfirmationRequired, GpuboxError, InvalidInput, NotFound
 from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, Provider
 
 if TYPE_CHECKING:
@@ -274,8 +274,11 @@ def down(
     delete_volume: bool = False,
 ) -> Box:
     """Terminate (AWS) or forget (ssh) every node, with one question for all of them."""
-    nodes = nodes_of(settings, state, name, on_progress)
-    if len(nodes) == 1:
+    try:
+        nodes = nodes_of(settings, state, name, on_progress)
+    except NotFound:  # no live box: lifecycle.down removes what is left of it, if anything
+        nodes = []
+    if len(nodes) <= 1:
         return lifecycle.down(settings, state, name, yes=yes, confirm=confirm,
                               on_progress=on_progress, delete_volume=delete_volume)
     head = nodes[0].box

@@ -42,23 +42,35 @@ def token_path(settings: Settings, name: str):
 
 def token_for(settings: Settings, name: str, create: bool = True) -> str:
     """The box's Jupyter token, made (0600) on first use when `create`."""
+    from gpubox.localfiles import cannot, private_dir, read_text
+
     path = token_path(settings, name)
-    if not path.is_file():
+    text = read_text(path)  # a tokens folder that cannot be read: one error naming it
+    if text is None:
         if not create:
             raise NotFound(
                 f"box '{name}' has no Jupyter token here",
                 hint=f"`gpubox up {name}` sets Jupyter up on it (done steps are skipped)",
             )
-        from gpubox.localfiles import private_dir
-
         private_dir(path.parent)
+        text = secrets.token_hex(24) + "\n"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # made by a concurrent gpubox: use that one
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(24) + "\n")
-    return path.read_text().strip()
+            text = read_text(path) or ""
+        except OSError as exc:
+            raise cannot("write", path, exc) from None
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+    return text.strip()
+
+
+def has_token(settings: Settings, name: str) -> bool:
+    """Whether this machine keeps a Jupyter token for the box (it was set up from here)."""
+    from gpubox.localfiles import is_file
+
+    return is_file(token_path(settings, name))
 
 
 def forget_token(settings: Settings, name: str) -> bool:

@@ -104,7 +104,7 @@ def remove(
 
 
 def _known_here(settings: Settings, state: State, name: str) -> bool:
-    from gpubox.jupyter import token_path
+    from gpubox.jupyter import has_token
     from gpubox.remote.hostkeys import pinned_keys
     from gpubox.remote.ssh_config import has_entry
 
@@ -112,5 +112,5 @@ def _known_here(settings: Settings, state: State, name: str) -> bool:
         state.box(name) is not None
         or has_entry(settings, name)
         or pinned_keys(settings, name)
-        or token_path(settings, name).exists()
+        or has_token(settings, name)
     )

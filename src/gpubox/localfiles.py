@@ -104,13 +104,25 @@ def _sweep(path: Path, older_than: float = 3600.0) -> None:
             pass
 
 
+def is_file(path: Path) -> bool:
+    """Whether the file is there; a folder that cannot be looked into is one clear error
+    naming the folder and the fix (pathlib's is_file raises PermissionError there)."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise cannot("read", path, exc) from None
+
+
 def read_text(path: Path) -> str | None:
-    """The file's text, None when it does not exist; a clear error when it cannot be read."""
+    """The file's text, None when it does not exist; a clear error when it cannot be read
+    (naming its folder when the folder is what cannot be read)."""
     try:
         return path.read_text()
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if not os.access(path.parent, os.R_OK | os.X_OK):
+            raise cannot("read", path, exc) from None
         raise GpuboxError(
             f"cannot read {path}: {exc.strerror or type(exc).__name__}",
             hint=f"make it readable by you (chmod u+r {path}), or move it away",

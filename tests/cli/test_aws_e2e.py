@@ -73,3 +73,64 @@ def test_up_on_aws_launches_sets_up_and_opens_jupyter_then_down_cleans_up(
                   for i in r["Instances"]]
         assert states == ["terminated"]
         assert ec2.describe_key_pairs()["KeyPairs"] == []
+
+
+def test_ctrl_c_during_setup_names_the_box_and_a_rerun_continues(moto_server, isolation, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while the
+    bootstrap installs the framework: the message names the step, the running box and
+    its $/h, and both commands; `up` again skips the steps done and ends with Jupyter."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
+    seed_images("us-east-1")
+    keys = isolation / "data" / "keys"
+    keys.mkdir(parents=True, mode=0o700)
+    key = keygen(keys / "box1.pem", "box1")
+    up = ("up", "box1", "--type", "g4dn.xlarge", "--ssh-from", "203.0.113.7/32",
+          "--idle-stop", "off", "--no-browser")  # fmt: skip
+    with far_host(tmp_path, user_key=key, box="box1") as far_side:
+        far_side.env.update({
+            "AWS_ENDPOINT_URL": moto_server,
+            "GPUBOX_SSH_ADDRESS": f"127.0.0.1:{far_side.server.port}",
+            "GPUBOX_SSH_USER_AWS": "root",
+        })  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpubox", *up], env=far_side.env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
+        reader.start()
+        python_done = re.compile(r"^[✓·] python\b", re.MULTILINE)
+        deadline = time.monotonic() + 180
+        try:
+            while proc.poll() is None and not python_done.search("".join(said)):
+                assert time.monotonic() < deadline, "".join(said)
+                time.sleep(0.05)
+            assert proc.poll() is None, "".join(said)
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C on a terminal does
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        reader.join(timeout=10)
+        err = "".join(said)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "internal error" not in err
+        assert "interrupted by SIGINT while setting up 'box1', step framework" in err, err
+        for text in ["$0.526/h - box 'box1', g4dn.xlarge, running", "it costs $0.53/h",
+                     "finish it:  gpubox up box1 --type g4dn.xlarge",
+                     "undo it:    gpubox down box1 --yes"]:  # fmt: skip
+            assert text in err, err
+
+        again = far_side.gpubox(*up)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert re.search(r"^· python\b", again.stderr, re.MULTILINE), again.stderr  # skipped
+        assert "found box 'box1'" in again.stderr
+        assert URL_RE.search(again.stdout)

@@ -91,3 +91,6 @@ def test_concurrent_up_of_one_name_ends_with_one_instance(endpoint, tmp_path, pr
     assert all(code == 0 or "error:" in err for code, err in outcomes), outcomes
     assert not any("Traceback" in err or "internal error" in err for _, err in outcomes), outcomes
     assert sum(code == 0 for code, _ in outcomes) >= 1
+    # One of them made the box; the others say they found it (before, a racer that got
+    # the instance back from the ClientToken or another laptop's launch said "made" too).
+    assert sum("made box 'box1' (aws" in err for _, err in outcomes) == 1, outcomes

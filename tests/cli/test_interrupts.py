@@ -205,3 +205,53 @@ def test_gc_removes_the_local_key_file_of_a_key_pair_it_deletes(endpoint, isolat
     assert key_pairs(endpoint) == []
     assert not key_file.exists()
     assert "removed the key file" in gc.stderr
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Rows of the table after the launch: `up` with setup, its SSH pointed (the documented
+# ssh_address setting) at a closed loopback port, so it keeps waiting for SSH.
+SSH_WAIT = [
+    pytest.param(signal.SIGINT, "waiting for SSH on 127.0.0.1:", id="up-ssh-wait-SIGINT"),
+]
+
+
+@pytest.mark.parametrize("signum, step", SSH_WAIT)
+def test_a_signal_while_up_waits_for_ssh_names_the_box_its_cost_and_both_commands(
+    endpoint, isolation, monkeypatch, signum, step
+):
+    monkeypatch.setenv("GPUBOX_SSH_ADDRESS", f"127.0.0.1:{closed_port()}")
+    proc = start("up", "box1", "--type", "g4dn.xlarge", "--ssh-from", SSH_FROM, "--no-browser")
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: proc.poll() is not None or any("does not answer yet" in s for s in said))
+        assert proc.poll() is None, "".join(said)
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)
+    proc.stdout.close()
+    err = "".join(said)
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum], err
+    assert "Traceback" not in err and "internal error" not in err
+    assert f"interrupted by {signal.Signals(signum).name} while {step}" in err, err
+    (inst,) = live_instances(endpoint)
+    for text in [f"instance {inst['InstanceId']} (us-east-1): $0.526/h",
+                 "box 'box1', g4dn.xlarge, running", "it costs $0.53/h while it exists",
+                 "finish it:  gpubox up box1 --type g4dn.xlarge", "undo it:    gpubox down box1 --yes"]:  # fmt: skip
+        assert text in err, err
+    again = gpubox(*UP)  # continues on the same box (without setup: SSH is still closed)
+    assert again.returncode == 0, again.stderr
+    assert "found box 'box1'" in again.stderr, again.stderr
+    assert [i["InstanceId"] for i in live_instances(endpoint)] == [inst["InstanceId"]]

@@ -289,3 +289,24 @@ def test_an_unreadable_config_file_is_one_error_naming_it(isolation):
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: cannot read {path}: Permission denied")
     assert "chmod u+r" in done.stderr
+
+
+def test_an_unreadable_tokens_folder_is_one_error_naming_it(isolation):
+    from tests.cli.test_aws_subprocess import gpubox as plain
+
+    assert plain("up", "b1", "--provider", "local", "--no-setup").returncode == 0
+    tokens = isolation / "data" / "tokens"
+    tokens.mkdir(exist_ok=True)
+    (tokens / "b1").write_text("0123abcd\n")
+    tokens.chmod(0)
+    try:
+        jupyter = gpubox_bound("jupyter", "b1", "--no-browser")
+        down = gpubox_bound("down", "b1", "--yes")
+    finally:
+        tokens.chmod(0o700)
+    assert jupyter.stderr.startswith(f"error: cannot read {tokens / 'b1'}")
+    for done in (jupyter, down):  # before: "internal error: PermissionError" from jupyter
+        clean(done)
+        assert done.returncode == 1, done.stderr
+        assert f"{tokens / 'b1'}: Permission denied" in done.stderr, done.stderr
+        assert f"make {tokens} yours" in done.stderr and "chmod u+rwx" in done.stderr

@@ -636,11 +636,11 @@ def _offer_work_first(settings, state, name: str) -> None:
 
     from gpubox import box as lifecycle
     from gpubox.errors import GpuboxError
-    from gpubox.jupyter import token_path
+    from gpubox.jupyter import has_token
     from gpubox.remote import work
     from gpubox.remote.transfer import Far
 
-    if not token_path(settings, name).is_file():
+    if not has_token(settings, name):
         return  # never set up here: no notebooks of its own to save
     try:
         _, endpoint = lifecycle.endpoint_for(settings, state, name)

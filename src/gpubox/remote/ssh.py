@@ -51,7 +51,9 @@ class SshRunner:
         connect_timeout: int = CONNECT_TIMEOUT,
         on_message: Callable[[str], None] | None = None,
     ) -> None:
-        if endpoint.key_path is not None and not Path(endpoint.key_path).is_file():
+        from gpubox.localfiles import is_file
+
+        if endpoint.key_path is not None and not is_file(Path(endpoint.key_path)):
             raise InvalidInput(
                 f"the key file {endpoint.key_path} does not exist",
                 hint="pass the private key for this host with --key PATH",

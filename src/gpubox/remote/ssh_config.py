@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,12 +52,13 @@ def ssh_config_text(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]]
 
 def write_ssh_config(settings: Settings, boxes: Iterable[tuple[str, SshEndpoint]]) -> Path:
     """Write settings.ssh_config_path with a Host entry per (name, endpoint), atomically."""
-    path = settings.ssh_config_path
-    old = _blocks(path.read_text()) if path.is_file() else {}
     new = _blocks(ssh_config_text(settings, boxes))
-    for name in new:
-        new[name] += _forward_lines(old.get(name, ""))
-    return _write(path, HEADER + "".join("\n" + new[key] for key in sorted(new)))
+
+    def keep_forwards(old: dict[str, str]) -> dict[str, str]:
+        return {name: block + _forward_lines(old.get(name, "")) for name, block in new.items()}
+
+    _rewrite(settings.ssh_config_path, keep_forwards, always=True)
+    return settings.ssh_config_path
 
 
 def _forward_lines(block: str) -> str:
@@ -69,22 +70,42 @@ def _forward_lines(block: str) -> str:
 def set_local_forwards(settings: Settings, name: str, pairs: Iterable[tuple[int, int]]) -> None:
     """Give the box's entry a `LocalForward 127.0.0.1:LOCAL localhost:REMOTE` per pair,
     so plain `ssh NAME` opens the same forwards as `gpubox forward NAME`."""
-    path = settings.ssh_config_path
-    blocks = _blocks(path.read_text()) if path.is_file() else {}
-    if name not in blocks:
-        return
-    kept = [line for line in blocks[name].splitlines() if not line.strip().startswith("LocalForward ")]
-    kept += [f"    LocalForward 127.0.0.1:{local} localhost:{remote}" for local, remote in pairs]
-    blocks[name] = "\n".join(kept) + "\n"
-    _write(path, HEADER + "".join("\n" + blocks[key] for key in sorted(blocks)))
+    pairs = list(pairs)
+
+    def with_forwards(blocks: dict[str, str]) -> dict[str, str] | None:
+        if name not in blocks:
+            return None
+        kept = [line for line in blocks[name].splitlines()
+                if not line.strip().startswith("LocalForward ")]  # fmt: skip
+        kept += [f"    LocalForward 127.0.0.1:{local} localhost:{remote}" for local, remote in pairs]
+        return {**blocks, name: "\n".join(kept) + "\n"}
+
+    _rewrite(settings.ssh_config_path, with_forwards)
 
 
-def _write(path: Path, text: str) -> Path:
-    """Atomically, owner-only from the first byte."""
-    from gpubox.localfiles import locked, write_private
+def _text(blocks: dict[str, str]) -> str:
+    """The file: the header, then the Host blocks sorted by box name."""
+    return HEADER + "".join("\n" + blocks[key] for key in sorted(blocks))
+
+
+def _rewrite(
+    path: Path, change: Callable[[dict[str, str]], dict[str, str] | None], always: bool = False
+) -> bool:
+    """Read-modify-write of gpubox's ssh config under its lock: `change` gets the Host
+    blocks by name and returns the new ones (None: leave the file alone). The file is
+    replaced atomically, owner-only, when its text changes (or `always`); True then."""
+    from gpubox.localfiles import locked, read_text, write_private
 
     with locked(path):
-        return write_private(path, text)
+        old = read_text(path)
+        blocks = change(_blocks(old or ""))
+        if blocks is None:
+            return False
+        text = _text(blocks)
+        if text == old and not always:
+            return False
+        write_private(path, text)
+    return True
 
 
 def include_line(settings: Settings) -> str:
@@ -140,24 +161,18 @@ def update_ssh_config(
 
     `up`, `start` (an AWS box's address changes) and `down` call this, so plain
     `ssh NAME` follows the box without running `gpubox ssh-config` again."""
-    from gpubox.localfiles import locked, read_text, write_private
 
-    path = settings.ssh_config_path
-    with locked(path):
-        old = read_text(path)
-        blocks = _blocks(old or "")
+    def with_entry(blocks: dict[str, str]) -> dict[str, str] | None:
         had = blocks.pop(name, None)
         if only_if_present and had is None:
-            return False
+            return None
         if endpoint is not None and not endpoint.local:
             blocks.update(_blocks(ssh_config_text(settings, [(name, endpoint)])))
             if had and name in blocks:  # `gpubox forward`'s LocalForward lines stay
                 blocks[name] += _forward_lines(had)
-        text = HEADER + "".join("\n" + blocks[key] for key in sorted(blocks))
-        if text == old:
-            return False
-        write_private(path, text)
-    return True
+        return blocks
+
+    return _rewrite(settings.ssh_config_path, with_entry)
 
 
 def has_entry(settings: Settings, name: str) -> bool:

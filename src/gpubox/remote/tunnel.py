@@ -128,7 +128,13 @@ def open_tunnel(
     argv += ["-o", "ExitOnForwardFailure=yes", "-N", "-T"]
     argv += ["-L", f"127.0.0.1:{port}:localhost:{remote_port}"]
     argv += ["-l", endpoint.user, "--", endpoint.host]
-    with log_path.open("w") as log:
+    try:
+        log = log_path.open("w")
+    except OSError as exc:
+        from gpubox.localfiles import cannot
+
+        raise cannot("write", log_path, exc) from None
+    with log:
         # A session of its own: the tunnel outlives this command and its Ctrl-C.
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True

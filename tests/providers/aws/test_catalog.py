@@ -68,7 +68,7 @@ def test_on_demand_price_from_the_pricing_api(aws, settings):
             }
         },
     }
-    pricing = client(settings, "pricing", "us-east-1", purpose="advice")
+    pricing = client(settings, "pricing", "us-east-1", purpose="once")  # as prices.py asks
     with Stubber(pricing) as stub:
         stub.add_response(
             "get_products",

@@ -49,7 +49,11 @@ def snapshot_price(type_name: str, region: str) -> Price | None:
 
 
 _pricing_lock = threading.Lock()
-# Per settings: False once the Price List API failed, so one failure costs one call only.
+# Held by the first Price List call of a process, so threads asking at once wait for its
+# answer instead of each asking: a Price List API that fails costs one request a command.
+_first_call_lock = threading.Lock()
+# Per gpubox home (stable across the settings a command derives): True once the Price
+# List API answered, False once it failed; then the snapshot is used for the process.
 _pricing_usable: dict[Any, bool] = {}
 _price_cache: dict[tuple[Any, str, str], Price | None] = {}
 
@@ -72,7 +76,8 @@ def _pricing_api_price(settings: Settings, type_name: str, region: str) -> Price
         "preInstalledSw": "NA",
         "capacitystatus": "Used",
     }
-    pricing = client(settings, "pricing", PRICING_REGION, purpose="advice")
+    # purpose="once": no retry; a failure falls back to the snapshot, not to a second ask.
+    pricing = client(settings, "pricing", PRICING_REGION, purpose="once")
     response = pricing.get_products(
         ServiceCode="AmazonEC2",
         Filters=[{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in filters.items()],
@@ -97,18 +102,34 @@ def on_demand_price(settings: Settings, type_name: str, region: str) -> Price | 
     with _pricing_lock:
         if key in _price_cache:
             return _price_cache[key]
-        usable = _pricing_usable.get(settings, True)
+        usable = _pricing_usable.get(settings.data_dir)
     price = None
-    if usable:
-        try:
-            price = _pricing_api_price(settings, type_name, region)
-        except Exception:  # noqa: BLE001 - any failure (no access, no network, moto): the snapshot
+    if usable is None:  # not asked yet in this process: one caller asks, the others wait
+        with _first_call_lock:
             with _pricing_lock:
-                _pricing_usable[settings] = False
+                usable = _pricing_usable.get(settings.data_dir)
+            if usable is None:
+                price = _ask_price_list(settings, type_name, region)
+    elif usable:
+        price = _ask_price_list(settings, type_name, region)
     if price is None:
         price = snapshot_price(type_name, region)
     with _pricing_lock:
         _price_cache[key] = price
+    return price
+
+
+def _ask_price_list(settings: Settings, type_name: str, region: str) -> Price | None:
+    """The Price List API's price, or None; a failure marks the API unusable (quietly:
+    the snapshot's prices are marked approximate wherever they are shown)."""
+    try:
+        price = _pricing_api_price(settings, type_name, region)
+    except Exception:  # noqa: BLE001 - any failure (no access, no network, moto): the snapshot
+        with _pricing_lock:
+            _pricing_usable[settings.data_dir] = False
+        return None
+    with _pricing_lock:
+        _pricing_usable[settings.data_dir] = True
     return price
 
 

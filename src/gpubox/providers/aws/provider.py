@@ -64,6 +64,8 @@ class AwsProvider:
         self.choose_region = region_chooser
         self.wait_delay: float = instances.WAIT_DELAY_SECONDS
         self._looked: dict[str, tuple[Box | None, float]] = {}
+        # True when the last launch() gave back a box it did not make (another gpubox's).
+        self.launch_found = False
 
     # helpers ---------------------------------------------------------------
     def say(self, message: str) -> None:
@@ -160,6 +162,7 @@ class AwsProvider:
             spec.name
         )
         self._looked.pop(spec.name, None)  # used once: what follows changes the answer
+        self.launch_found = True  # until this process's own instance is the box
         if existing is not None and existing.state is not BoxState.TERMINATED:
             self.say(f"box '{spec.name}' exists ({existing.id}, {existing.state.value})")
             return existing if existing.state is BoxState.RUNNING else self.start(existing)
@@ -175,7 +178,9 @@ class AwsProvider:
                 raise
             self.say(f"another gpubox made box '{spec.name}' meanwhile ({raced.id}); using it")
             return raced if raced.state is not BoxState.PENDING else self.start(raced)
-        return races.keep_oldest(self, made)
+        box = races.keep_oldest(self, made)
+        self.launch_found = box.id != made.id
+        return box
 
     def _near_volume(self, spec: BoxSpec) -> BoxSpec:
         """A box with a data volume that exists is launched in the volume's zone (first);

@@ -140,7 +140,7 @@ class AwsSession:
                 # a service that is down or absent must not hold the command up.
                 if service in ADVICE_SERVICES and not purpose:
                     purpose = "advice"
-                attempts = {"launch": 1, "advice": 2}.get(purpose, MAX_ATTEMPTS)
+                attempts = {"launch": 1, "advice": 2, "once": 1}.get(purpose, MAX_ATTEMPTS)
                 config = Config(
                     retries={"mode": "standard", "total_max_attempts": attempts},
                     connect_timeout=10,
