@@ -78,6 +78,11 @@ def test_two_nodes_in_one_cluster_placement_group_and_down_removes_everything(
 
     listed = json.loads(gpubox("status", "--json", "--refresh").stdout)
     assert [(b["name"], b["extra"]["node"]) for b in listed] == [("duo", "0"), ("duo-1", "1")]
+    billed = json.loads(gpubox("cost", "--json", "--cached").stdout)  # the nodes as one box
+    assert [(b["name"], b["nodes"], len(b["node_costs"])) for b in billed["boxes"]] == [
+        ("duo", 2, 2)]
+    assert billed["running_per_hour"] == pytest.approx(
+        sum(n["per_hour"] + n["address_per_hour"] for n in billed["boxes"][0]["node_costs"]))
     assert {b["extra"]["private_ip"] for b in listed} == {i["PrivateIpAddress"] for i in nodes}
 
     stopped = gpubox("stop", "duo")  # every node stops and starts with the box
