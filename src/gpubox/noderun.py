@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpubox.cluster import Node, nodes_of
 from gpubox.errors import GpuboxError
+from gpubox.inflight import Interrupted
 from gpubox.providers.base import BoxState, SshEndpoint
 
 if TYPE_CHECKING:
@@ -98,8 +99,9 @@ def run_on_nodes(
 
     `first`: only nodes 0..first-1 (they are then the whole world: GPUBOX_NUM_NODES is
     `first`). `prepare(runner)` runs on each of them once it is reached (to copy files).
-    The exit status is the first non-zero one in node order. Ctrl-C (KeyboardInterrupt)
-    stops the command on every node, then is raised again.
+    The exit status is the first non-zero one in node order. Ctrl-C (KeyboardInterrupt,
+    or the CLI's inflight.Interrupted) stops the command on every node, then is raised
+    again.
     """
     from gpubox.remote import ssh as remote_ssh
 
@@ -138,7 +140,7 @@ def run_on_nodes(
         for run in runs:
             while run.thread is not None and run.thread.is_alive():
                 run.thread.join(0.2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):  # Ctrl-C, or SIGTERM, as the CLI raises them
         stop_everywhere(runs, tag)
         raise
     codes = [r.exit_code if r.exit_code is not None else 255 for r in runs]
