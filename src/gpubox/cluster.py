@@ -223,6 +223,7 @@ def setup_nodes(
         except GpuboxError as exc:
             raise _unreachable(spec, exc) from None
         runners.append(remote_ssh.runner_for(endpoint, settings, box.name))
+    leader = node0_sshd(settings, nodes[0][1])
 
     def one(index: int, spec: BoxSpec, box: Box) -> None:
         try:
@@ -233,6 +234,10 @@ def setup_nodes(
                 box_name=box.name, framework=framework,
                 on_event=on_step if index == 0 else None, spot=box.spot,
             )
+            if spec.node_rank > 0:  # the box is idle only when every node is
+                from gpubox.idle import set_idle_limit
+
+                set_idle_limit(runner, None, keep_limit=True, follow=leader)
             on_progress(f"node {spec.node_rank} ('{box.name}') is set up")
         except GpuboxError as exc:
             errors.append((spec, exc))
@@ -247,6 +252,19 @@ def setup_nodes(
         spec, exc = min(errors, key=lambda e: e[0].node_rank)
         raise _unreachable(spec, exc)
     return results
+
+
+def node0_sshd(settings: Settings, head: Box) -> str:
+    """HOST:PORT of node 0's sshd as the other nodes reach it: what their idle guards
+    follow (`idle.py install --follow`). A node 1.. counts as in use while node 0's sshd
+    answers, so it never stops while node 0 runs; once node 0 has stopped, it stops after
+    its own idle limit. Node 0 decides on its own use (Jupyter and rank 0 run there)."""
+    from gpubox.noderun import node_address
+
+    prov = lifecycle.provider(settings, head.provider)
+    endpoint = prov.endpoint(head)
+    port = endpoint.port if not head.get("private_ip") else 22
+    return f"{node_address(Node(0, head, prov), endpoint)}:{port}"
 
 
 def stop(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:

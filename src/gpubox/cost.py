@@ -49,10 +49,20 @@ class BoxCost:
     # History before this instant is not known here (local state lost or new laptop);
     # the figures count from it. None: complete since the box was made.
     complete_from: float | None = None
+    # A box of several machines: how many, and each node's own cost (the figures above
+    # are their sums; hours_run is node-hours).
+    nodes: int = 1
+    node_costs: tuple[BoxCost, ...] = ()
 
     @property
     def spent(self) -> float:
         return self.spent_compute + self.spent_storage
+
+    @property
+    def billing_now(self) -> float:
+        """$/h it bills right now: compute and address of each node that runs."""
+        return sum((n.per_hour or 0.0) + n.address_per_hour
+                   for n in (self.node_costs or (self,)) if n.state == BoxState.RUNNING.value)
 
     @property
     def month(self) -> float:
@@ -63,6 +73,7 @@ class BoxCost:
         data["hourly_rate"] = self.hourly_rate.__dict__ if self.hourly_rate else None
         data["storage_rate"] = self.storage_rate.__dict__ if self.storage_rate else None
         data.update(spent=round(self.spent, 4), month=round(self.month, 4))
+        data["node_costs"] = [n.to_dict() for n in self.node_costs]
         return data
 
 
@@ -96,11 +107,7 @@ class CostReport:
 
     @property
     def running_per_hour(self) -> float:
-        return sum(
-            (b.per_hour or 0.0) + b.address_per_hour
-            for b in self.boxes
-            if b.state == BoxState.RUNNING.value
-        )
+        return sum(b.billing_now for b in self.boxes)
 
     @property
     def complete_from(self) -> float | None:
@@ -332,12 +339,54 @@ def report(
                  address_per_hour=address_of(b))  # fmt: skip
         for b in boxes
     ]
+    costs = as_one_box(boxes, costs)
     live = {b.name for b in boxes}
     for name in sorted(set(gone) - live):
         gone_cost = gone_box_cost(name, runs_of(name), now)
         if gone_cost.month_compute > 0:  # in this month's bill
             costs.append(gone_cost)
     return CostReport(now=now, boxes=tuple(costs), images=tuple(images))
+
+
+def as_one_box(boxes: Sequence[Box], costs: Sequence[BoxCost]) -> list[BoxCost]:
+    """Each box of several nodes as one cost under its name (node 0's), where its first
+    node stood: the nodes' figures summed, each node's own kept in `node_costs`."""
+    groups: dict[str, list[tuple[int, BoxCost]]] = {}
+    out: list[BoxCost | str] = []
+    for b, c in zip(boxes, costs, strict=True):
+        cluster = b.get("cluster")
+        if not cluster:
+            out.append(c)
+            continue
+        if cluster not in groups:
+            groups[cluster] = []
+            out.append(cluster)
+        groups[cluster].append((int(b.get("node") or 0), c))
+    return [_summed(item, [c for _, c in sorted(groups[item], key=lambda rc: rc[0])])
+            if isinstance(item, str) else item for item in out]
+
+
+def _summed(name: str, nodes: Sequence[BoxCost]) -> BoxCost:
+    states = {n.state for n in nodes}
+    running = sum(n.state == BoxState.RUNNING.value for n in nodes)
+    prices = [n.per_hour for n in nodes if n.per_hour is not None]
+    known = [n.complete_from for n in nodes if n.complete_from is not None]
+
+    def total(field: str) -> float:
+        return sum(getattr(n, field) for n in nodes)
+
+    return BoxCost(
+        name=name,
+        state=states.pop() if len(states) == 1 else f"{running}/{len(nodes)} running",
+        per_hour=sum(prices) if prices else None,
+        storage_per_month=round(total("storage_per_month"), 4),
+        spent_compute=total("spent_compute"), spent_storage=total("spent_storage"),
+        month_compute=total("month_compute"), month_storage=total("month_storage"),
+        hourly_rate=nodes[0].hourly_rate, storage_rate=nodes[0].storage_rate,
+        hours_run=total("hours_run"), address_per_hour=total("address_per_hour"),
+        complete_from=max(known) if known else None,
+        nodes=len(nodes), node_costs=tuple(nodes),
+    )
 
 
 # --- prices from the catalog (AWS boxes); others cost nothing gpubox can see -------------

@@ -264,17 +264,20 @@ def set_idle_limit(
     stop_command: str | None = None,
     pre_stop: str | None = None,
     pre_stop_minutes: int | None = None,
+    follow: str | None = None,
 ) -> dict[str, Any]:
     """Set (or, with None, turn off) the idle limit on the box; what the agent answered:
     {"message", "mode", "enabled", "can_stop"}. keep_limit leaves the idle limit as it is;
-    max_hours None leaves the cap as it is, "off" removes it."""
+    max_hours None leaves the cap as it is, "off" removes it. follow: node 0's HOST:PORT
+    on a node 1.. of a box of several machines (it stays up while node 0 does)."""
     ensure_agent(runner)
     args = ["install"]
     if not keep_limit:
         args += ["--idle-minutes", "off" if minutes is None else str(int(minutes))]
     options = {"--max-hours": None if max_hours is None else f"{max_hours}",
                "--box-name": box_name, "--stop-command": stop_command, "--pre-stop": pre_stop,
-               "--pre-stop-seconds": None if pre_stop_minutes is None else str(pre_stop_minutes * 60)}  # fmt: skip
+               "--pre-stop-seconds": None if pre_stop_minutes is None else str(pre_stop_minutes * 60),
+               "--follow": follow}  # fmt: skip
     for flag, value in options.items():
         if value is not None:
             args += [flag, value]

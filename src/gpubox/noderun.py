@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpubox.cluster import Node, nodes_of
 from gpubox.errors import GpuboxError
+from gpubox.inflight import Interrupted
 from gpubox.providers.base import BoxState, SshEndpoint
 
 if TYPE_CHECKING:
@@ -91,15 +92,20 @@ def run_on_nodes(
     port: int = DEFAULT_PORT,
     on_line: Callable[[str], None] = print,
     on_progress: Callable[[str], None] | None = None,
+    first: int | None = None,
+    prepare: Callable[[Runner], None] | None = None,
 ) -> RunResult:
     """Run `command` (bash) on every node of `name` at once and wait for all of them.
 
-    The exit status is the first non-zero one in node order. Ctrl-C (KeyboardInterrupt)
-    stops the command on every node, then is raised again.
+    `first`: only nodes 0..first-1 (they are then the whole world: GPUBOX_NUM_NODES is
+    `first`). `prepare(runner)` runs on each of them once it is reached (to copy files).
+    The exit status is the first non-zero one in node order. Ctrl-C (KeyboardInterrupt,
+    or the CLI's inflight.Interrupted) stops the command on every node, then is raised
+    again.
     """
     from gpubox.remote import ssh as remote_ssh
 
-    nodes = nodes_of(settings, state, name, on_progress)
+    nodes = nodes_of(settings, state, name, on_progress)[:first]
     asleep = [n.box.name for n in nodes if n.box.state is not BoxState.RUNNING
               and n.box.provider == "aws"]
     if asleep:
@@ -113,6 +119,9 @@ def run_on_nodes(
         if not endpoint.local:  # one after the other: they share one known_hosts file
             _reach(node, functools.partial(remote_ssh.ensure_host_key, endpoint, settings,
                                            node.box.name))
+    for node, runner in zip(nodes, runners, strict=True):
+        if prepare is not None:
+            _reach(node, functools.partial(prepare, runner))
     gpus = _gpu_count(runners[0], nodes[0])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = settings.log_dir / "run" / f"{name}-{stamp}"
@@ -131,7 +140,7 @@ def run_on_nodes(
         for run in runs:
             while run.thread is not None and run.thread.is_alive():
                 run.thread.join(0.2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):  # Ctrl-C, or SIGTERM, as the CLI raises them
         stop_everywhere(runs, tag)
         raise
     codes = [r.exit_code if r.exit_code is not None else 255 for r in runs]

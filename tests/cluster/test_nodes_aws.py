@@ -78,7 +78,24 @@ def test_two_nodes_in_one_cluster_placement_group_and_down_removes_everything(
 
     listed = json.loads(gpubox("status", "--json", "--refresh").stdout)
     assert [(b["name"], b["extra"]["node"]) for b in listed] == [("duo", "0"), ("duo-1", "1")]
+    billed = json.loads(gpubox("cost", "--json", "--cached").stdout)  # the nodes as one box
+    assert [(b["name"], b["nodes"], len(b["node_costs"])) for b in billed["boxes"]] == [
+        ("duo", 2, 2)]
+    assert billed["running_per_hour"] == pytest.approx(
+        sum(n["per_hour"] + n["address_per_hour"] for n in billed["boxes"][0]["node_costs"]))
     assert {b["extra"]["private_ip"] for b in listed} == {i["PrivateIpAddress"] for i in nodes}
+    assert "idle guard: node 0 ('duo') stops after" not in made.stderr  # --no-setup:
+    assert "each node stops on its own idle limit" in made.stderr.replace("\n", " ")
+    from gpubox import cluster, config
+    from gpubox.state import open_state
+
+    settings = config.load()  # the other nodes' guards follow node 0 at its private IP
+    state = open_state(settings.state_path)
+    try:
+        head = cluster.nodes_of(settings, state, "duo")[0].box
+        assert cluster.node0_sshd(settings, head) == f"{nodes[0]['PrivateIpAddress']}:22"
+    finally:
+        state.close()
 
     stopped = gpubox("stop", "duo")  # every node stops and starts with the box
     assert stopped.returncode == 0, stopped.stderr

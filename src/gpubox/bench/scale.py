@@ -41,15 +41,15 @@ class Point:
         return asdict(self)
 
 
-def parse_counts(text: str | None) -> list[int] | None:
+def parse_counts(text: str | None, flag: str = "--gpus") -> list[int] | None:
     if text is None:
         return None
     try:
         counts = sorted({int(p) for p in text.split(",") if p.strip()})
     except ValueError:
-        raise InvalidInput(f"--gpus {text}: not a list of numbers", hint="e.g. --gpus 1,2,4,8") from None
+        raise InvalidInput(f"{flag} {text}: not a list of numbers", hint=f"e.g. {flag} 1,2,4,8") from None
     if not counts or counts[0] < 1:
-        raise InvalidInput(f"--gpus {text}: counts start at 1", hint="e.g. --gpus 1,2,4,8")
+        raise InvalidInput(f"{flag} {text}: counts start at 1", hint=f"e.g. {flag} 1,2,4,8")
     return counts
 
 
@@ -88,14 +88,17 @@ def choose_counts(requested: list[int] | None, gpus: int, cpus: int, box: str) -
     return ([1] if gpus == 1 else []), list(range(1, cpu_top + 1)), notes
 
 
-def _points(runs: list[dict[str, Any]]) -> list[Point]:
-    base = runs[0]["images_per_s"] / runs[0]["world"] if runs else 0.0
+def _points(runs: list[dict[str, Any]], counts: list[int] | None = None) -> list[Point]:
+    """Speed-up against the first run per unit (a process, or a node when `counts` are
+    node counts); efficiency = speed-up / count."""
+    counts = counts or [r["world"] for r in runs]
+    base = runs[0]["images_per_s"] / counts[0] if runs else 0.0
     out = []
-    for r in runs:
+    for r, count in zip(runs, counts, strict=True):
         speedup = r["images_per_s"] / base if base else 0.0
         out.append(Point(
-            count=r["world"], device=r["device"], backend=r["backend"], model=r["model"],
-            images_per_s=r["images_per_s"], speedup=speedup, efficiency=speedup / r["world"],
+            count=count, device=r["device"], backend=r["backend"], model=r["model"],
+            images_per_s=r["images_per_s"], speedup=speedup, efficiency=speedup / count,
             busbw_gbps=r["allreduce"]["busbw_gbps"] if r["world"] > 1 else None,
         ))
     return out

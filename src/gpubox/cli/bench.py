@@ -207,31 +207,52 @@ def scale(
     ] = None,
     quick: Annotated[bool, typer.Option(help="Small sizes: seconds per count.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    nodes: Annotated[
+        str | None,
+        typer.Option(help="Node counts of a multi-node box to train on, e.g. 1,2 (torchrun "
+                     "across the first K nodes; all GPUs of each, or one CPU process)."),
+    ] = None,
 ) -> None:
     """Train data-parallel on 1..N GPUs of a box (torchrun, DDP over NCCL): speed-up and efficiency.
 
     Also measures the all-reduce bus bandwidth (nccl-tests' busbw). A box with one GPU
     or none says what it cannot measure and runs 1..N CPU processes with gloo instead.
+    With --nodes, the same across the first 1..N nodes of a box of several machines.
 
     Example: gpubox scale box1 --gpus 1,2,4
     """
     from gpubox.bench import scale as scale_mod
     from gpubox.bench import suite
+    from gpubox.errors import InvalidInput
 
+    if nodes is not None and gpus is not None:
+        raise InvalidInput("give --gpus or --nodes, not both",
+                           hint=f"gpubox scale {name} --nodes 1,2 (all GPUs of each node)")
     counts = scale_mod.parse_counts(gpus)
+    node_counts = scale_mod.parse_counts(nodes, "--nodes")
     settings = load_settings()
     with _open_state(settings) as state:
-        box, runner = suite.runner_of(settings, state, name)
-        with _progress(f"scaling on '{name}'") as progress:
-            rec = scale_mod.run_scale(state, box, runner, counts, quick=quick,
-                                      on_progress=progress)
+        if node_counts is not None:
+            from gpubox.bench.scale_nodes import run_node_scale
+
+            with _progress(f"scaling across the nodes of '{name}'") as progress:
+                rec = run_node_scale(settings, state, name, node_counts, quick=quick,
+                                     on_progress=progress)
+        else:
+            box, runner = suite.runner_of(settings, state, name)
+            with _progress(f"scaling on '{name}'") as progress:
+                rec = scale_mod.run_scale(state, box, runner, counts, quick=quick,
+                                          on_progress=progress)
     if json_out:
         render.print_json(rec)
         return
     for note in rec["notes"]:
         render.warn(note)
+    if "processes_per_node" in rec:
+        render.info(f"{rec['processes_per_node']} training process(es) per node, "
+                    f"speed-up against one node")
     for label, points in rec["points"].items():
-        what = "GPUs" if label == "cuda" else "CPU processes"
+        what = {"cuda": "GPUs", "cpu": "CPU processes", "nodes": "nodes"}[label]
         render.table(
             [what, "backend", "model", "images/s", "speed-up", "efficiency", "busbw GB/s"],
             [(p["count"], p["backend"], p["model"], _num(p["images_per_s"]),

@@ -318,6 +318,8 @@ def up(
     if len(specs) > 1:
         render.say(f"{len(specs)} nodes: {', '.join(s.name for s in specs)}; "
                    f"run on all of them with: gpubox run {box.name} -- COMMAND")
+        if box.provider == "aws":
+            render.info(_nodes_guard_note(box.name, setup))
     if forward:
         _forward_after_up(settings, box.name, forward)
     _guard_notes(settings, spec, box, setup, result)
@@ -335,6 +337,14 @@ def up(
         render.say(f"shell: gpubox ssh {box.name}    stop paying: gpubox stop {box.name}")
     else:
         render.say(f"shell: gpubox ssh {box.name}    close the tunnel: gpubox jupyter {box.name} --stop")
+
+
+def _nodes_guard_note(name: str, setup: bool) -> str:
+    if setup:
+        return (f"idle guard: node 0 ('{name}') stops after its idle limit; the other nodes "
+                "stay up while it runs, then stop after their own limit (docs/multi-node.md)")
+    return (f"idle guard: each node stops on its own idle limit (--no-setup); a node idle while "
+            f"others work stops. `gpubox up {name}` with setup makes them wait for node 0")
 
 
 def _forward_after_up(settings, name: str, specs: list[str]) -> None:

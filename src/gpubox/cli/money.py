@@ -359,12 +359,13 @@ def _show_report(report) -> None:
     rows = []
     for b in report.boxes:
         per_hour = (
-            render.money(b.per_hour + b.address_per_hour)
-            if b.per_hour is not None and b.state == "running"
+            render.money(b.billing_now)
+            if b.per_hour is not None and b.state.endswith("running")
             else ""
         )
         kept = render.money(b.storage_per_month, "/month") if b.storage_per_month else ""
-        rows.append((b.name, b.state, per_hour, kept, f"{b.hours_run:.1f}",
+        name = b.name if b.nodes == 1 else f"{b.name} ({b.nodes} nodes)"
+        rows.append((name, b.state, per_hour, kept, f"{b.hours_run:.1f}",
                      render.money(b.spent, ""), render.money(b.month, "")))  # fmt: skip
     if rows:
         render.table(["box", "state", "$/h now", "$/month kept", "hours run", "$ so far",
@@ -385,7 +386,7 @@ def _show_report(report) -> None:
     for label in sources:
         render.info(f"price: {label}")
     if any(b.address_per_hour for b in report.boxes):
-        rate = max(b.address_per_hour for b in report.boxes)
+        rate = max(n.address_per_hour for b in report.boxes for n in (b.node_costs or (b,)))
         render.info(f"price: public IPv4 address ${rate:g}/h while a box runs (AWS, since 2024-02)")
     if report.complete_from is not None:
         since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.complete_from))

@@ -32,6 +32,7 @@ def run(
     """
     import sys
 
+    from gpubox.inflight import Interrupted
     from gpubox.noderun import run_on_nodes
     from gpubox.state import open_state
 
@@ -45,9 +46,9 @@ def run(
     try:
         result = run_on_nodes(settings, state, name, " ".join(command), port=port,
                               on_line=show, on_progress=render.info)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as exc:
         render.error("interrupted", f"the command was stopped on every node of '{name}'")
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
     finally:
         state.close()
     count = len(result.nodes)

@@ -9,6 +9,7 @@ before (and whether or not) the bootstrap's environment exists.
                     a stop runs pre_stop first, and a stop that fails is kept in
                     the state and asked again at the next poll (idle_stop.py)
   idle.py install [--idle-minutes N|off] [--max-hours H|off] [--pre-stop CMD]
+                  [--follow HOST:PORT|off]   (a node 1.. waits for its node 0)
                     write the config and schedule `check` (systemd timer, else a
                     crontab entry, else a nohup loop), or unschedule it with off;
                     the same schedule is updated in place
@@ -123,6 +124,7 @@ def status(now=None):
         "stop_command": stop_command(config),
         "can_stop": can_stop(config),
         "box_name": config.get("box_name") or None,
+        "follow": config.get("follow") or None,
         "health": health(config, stored, now),
         "log_tail": tail,
     }
@@ -156,6 +158,8 @@ def main(argv=None):
     inst.add_argument("--jupyter-token-file")
     inst.add_argument("--notice-dir", action="append", help="(unused: the warning shows in JupyterLab)")
     inst.add_argument("--box-name", help="the box's name in gpubox, for the warning's commands")
+    inst.add_argument("--follow", help="HOST:PORT of node 0's sshd (nodes 1.. of a box of "
+                      "several machines): busy while it answers; off")
     inst.add_argument("--mode", default="auto", choices=["auto", "systemd", "cron", "loop", "none"])
     args = parser.parse_args(argv)
     if args.command == "check":

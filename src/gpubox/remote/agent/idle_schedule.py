@@ -231,6 +231,9 @@ def install(args):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
+    follow = getattr(args, "follow", None)
+    if follow is not None:  # node 0's sshd, for a node 1.. of a box of several machines
+        config["follow"] = None if follow.lower() in ("off", "none", "") else follow
     if os.environ.get("JUPYTER_RUNTIME_DIR"):
         config["jupyter_runtime_dirs"] = [os.environ["JUPYTER_RUNTIME_DIR"]]
     if args.notice_dir:

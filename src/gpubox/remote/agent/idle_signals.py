@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -226,6 +227,27 @@ def counts_as_person(config, uid):
     return uid >= 1000 and uid != 65534
 
 
+def node0_up(config, timeout=3.0):
+    """A node other than node 0 of a box of several machines (config "follow": node 0's
+    HOST:PORT) is in use while node 0's sshd answers: the box is idle only when every
+    node is, and node 0 (Jupyter, rank 0) decides. Node 0 gone (stopped: nothing answers)
+    lets this node's own idle count run out, then it stops too."""
+    follow = config.get("follow")
+    if not follow:
+        return []
+    host, _, port = str(follow).rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            banner = conn.recv(64)
+    except (OSError, ValueError):
+        return []
+    if not banner.startswith(b"SSH-"):  # something else took its address: not node 0
+        return []
+    return [f"node 0 ({host}) is up: this node stops only after it"]
+
+
 def read_signals(config, now, remember=True):
     jupyter = read_jupyter(config)
     gpus, gpu_error = read_gpu_utilisation()
@@ -241,7 +263,7 @@ def read_signals(config, now, remember=True):
         "ssh_sessions": read_ssh_sessions(),
         "gpu_utilisation": gpus,
         "processes": processes,
-        "keep": live_markers(now),
+        "keep": live_markers(now) + node0_up(config),
         "unknown": unknown,
         "boot_time": boot_time(),
     }
