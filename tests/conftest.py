@@ -50,7 +50,9 @@ def isolation(tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_REGION", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # Never reach real AWS: with no moto, every AWS call goes to a closed loopback port.
+    # Tests with moto set their own (the server's URL), or drop it for in-process mock_aws.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     # Never ask a real address-detection service.
     monkeypatch.setenv("GPUBOX_PUBLIC_IP_URL", "http://127.0.0.1:9/unreachable")
     # Never time a real AWS endpoint: region latency is measured against loopback only.

@@ -115,19 +115,30 @@ def find_box(
     order += [p for p in _cheap_providers() if p not in order]
     if "aws" not in order and _aws_in_use(state, settings):
         order.append("aws")
+    unasked: GpuboxError | None = None
     for pname in order:
         prov = provider(settings, pname, on_progress)
-        box = prov.find(name)
+        try:
+            box = prov.find(name)
+        except NotFound:
+            raise
+        except GpuboxError as exc:
+            if pname != "aws" or (cached is not None and cached.provider == "aws"):
+                raise
+            # AWS cannot be asked (offline, a proxy) about a name no other host knows.
+            unasked = exc
+            continue
         if box is not None and box.state is not BoxState.TERMINATED:
             state.remember(box)
             return prov, box
     if cached is not None:
         state.forget(name)
-    raise NotFound(
-        f"no box called '{name}'",
-        hint=did_you_mean(name, known_names(settings, state))
-        or "`gpubox status` lists your boxes; `gpubox up NAME ...` makes one",
+    hint = did_you_mean(name, known_names(settings, state)) or (
+        "`gpubox status` lists your boxes; `gpubox up NAME ...` makes one"
     )
+    if unasked is not None:
+        hint = f"{hint}; AWS could not be asked ({unasked.message})"
+    raise NotFound(f"no box called '{name}'", hint=hint)
 
 
 def endpoint_for(settings: Settings, state: State, name: str) -> tuple[Box, SshEndpoint]:
@@ -240,7 +251,7 @@ def up(
                 _record_run(state, box)  # its last run ended at EC2's stop time
                 state.journal(spec.name, "start")
                 inflight.box(box, starting=True)
-                box = prov.start(box)
+                box = _start_or_else(prov, box, waiting, False, False, None, say)
                 started = True
             elif box.state is BoxState.RUNNING:
                 say(f"box '{spec.name}' is already running; nothing to launch")

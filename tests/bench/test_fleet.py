@@ -29,9 +29,10 @@ CANNED = {
 
 
 @pytest.fixture
-def aws(settings):
+def aws(settings, monkeypatch):
     from moto import mock_aws
 
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # moto in-process, not a server
     with mock_aws():
         seed_images("us-east-1")
         yield settings.with_overrides(ssh_from="203.0.113.7/32")

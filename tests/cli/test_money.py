@@ -32,6 +32,7 @@ def aws(isolation, monkeypatch):
     from tests.providers.aws.moto_seed import seed_images
 
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # moto in-process, not a server
     with mock_aws():
         seed_images(REGION)
         yield

@@ -17,9 +17,10 @@ from gpubox.providers.aws import session
 
 
 @pytest.fixture
-def aws(isolation):
+def aws(isolation, monkeypatch):
     from moto import mock_aws
 
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # moto in-process, not a server
     with mock_aws():
         yield
 

@@ -13,6 +13,7 @@ import typer
 from gpubox.cli import render
 from gpubox.cli.app import app
 from gpubox.cli.app import settings as load_settings
+from gpubox.inflight import Interrupted
 
 
 @contextlib.contextmanager
@@ -97,7 +98,7 @@ def cp(
     with _box(name) as (_, _, far), _bar(f"{src} → {dst}") as bar:
         try:
             copied = copy(far, source, target, on_progress=bar, bwlimit=limit, use_rsync=not tar)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):  # Ctrl-C; SIGTERM as the CLI raises it
             _interrupted(f"gpubox cp {src} {dst}")
             raise
     _report(copied, src)
@@ -145,7 +146,7 @@ def sync(
         render.info("watching for changes after this sync (Ctrl-C to stop)")
         try:
             syncing.watch(local_dir, once, again)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):  # Ctrl-C; SIGTERM as the CLI raises it
             render.ok("stopped watching")
 
 

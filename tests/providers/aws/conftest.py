@@ -8,11 +8,12 @@ from tests.providers.aws.moto_seed import seed_images
 
 
 @pytest.fixture
-def aws(isolation):
+def aws(isolation, monkeypatch):
     """A fresh moto world whose us-east-1 has dlami and ubuntu images (other regions:
     call seed_images(region); each region's moto backend costs about a second)."""
     from moto import mock_aws
 
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # moto in-process, not a server
     with mock_aws():
         yield {"us-east-1": seed_images("us-east-1")}
 

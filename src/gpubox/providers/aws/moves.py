@@ -65,7 +65,10 @@ def move(
         ctx = instances.LaunchContext(
             settings=settings, region=region, image=resolve_image(settings, region, image_name, gpu.arch),
             key_name=inst["KeyName"], group_id=inst["SecurityGroups"][0]["GroupId"], owner=owner,
-            attempt=provider._next_attempt(box.name), on_progress=say, wait_delay=provider.wait_delay,
+            account=caller_identity(settings).get("Account", ""),
+            # The successor of old_id: a token of its own, the same for a re-run of this move.
+            generation=f"{inst['SecurityGroups'][0]['GroupId']}/from-{old_id}",
+            on_progress=say, wait_delay=provider.wait_delay,
         )  # fmt: skip
         spec = BoxSpec(name=box.name, provider="aws", type=kind, region=region,
                        disk_gb=box.disk_gb or 64, image=image_name,
