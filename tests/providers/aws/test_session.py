@@ -100,3 +100,44 @@ def test_caller_identity_and_regions_remembered(aws, settings):
     session.remember_region(state, "us-west-2")
     assert session.used_regions(state) == ["eu-west-1", "us-west-2"]
     state.close()
+
+
+def test_status_offline_asks_aws_twice_at_most_and_still_lists_other_boxes(isolation, tmp_path):
+    """AWS that does not answer (a listener on loopback that hangs up at once, counting
+    the connections): `status` tries each listing at most twice, shows the local box, and
+    says that AWS could not be asked, instead of failing after five tries per call."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[int] = []
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{listener.getsockname()[1]}")
+
+    def gpubox(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gpubox", *args], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert gpubox("up", "here", "--provider", "local", "--no-setup").returncode == 0
+    accepted.clear()
+    done = gpubox("status", "--refresh")
+    listener.close()
+    assert done.returncode == 0, done.stderr
+    assert "here" in done.stdout and "AWS could not be asked" in done.stderr
+    # The region list (one call) is all it gets to: two tries, not five.
+    assert 1 <= len(accepted) <= 2, accepted

@@ -236,7 +236,7 @@ def find_instances(settings: Settings, region: str, name: str | None = None) -> 
         {"Name": "instance-state-name", "Values": LIVE_STATES},
     ]
     with aws_errors(f"listing boxes in {region}"):
-        pages = client(settings, "ec2", region).get_paginator("describe_instances")
+        pages = client(settings, "ec2", region, purpose="read").get_paginator("describe_instances")
         return [
             i for page in pages.paginate(Filters=filters)
             for r in page["Reservations"] for i in r["Instances"]
@@ -253,7 +253,7 @@ def root_volume_sizes(settings: Settings, region: str, instances: list[dict]) ->
     if not roots:
         return {}
     with aws_errors(f"reading disk sizes in {region}"):
-        volumes = client(settings, "ec2", region).describe_volumes(VolumeIds=list(roots))
+        volumes = client(settings, "ec2", region, purpose="read").describe_volumes(VolumeIds=list(roots))
     return {roots[v["VolumeId"]]: int(v["Size"]) for v in volumes["Volumes"]}
 
 

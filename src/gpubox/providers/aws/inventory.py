@@ -58,7 +58,7 @@ def all_regions(
         except (ValueError, TypeError, AttributeError):
             pass
     with aws_errors("listing the account's regions"):
-        found = list_regions(ec2 or client(settings, "ec2", LISTING_REGION))
+        found = list_regions(ec2 or client(settings, "ec2", LISTING_REGION, purpose="read"))
     if state is not None:
         listed = [[r.name, r.opt_in_status] for r in found]
         state.put(ENABLED_KEY, json.dumps({"at": now, "all": listed}))
@@ -128,7 +128,7 @@ def tagged_regions(settings: Settings, regions: Iterable[str]) -> list[str]:
 
     def holds(region: str) -> bool:
         try:
-            found = client(settings, "resourcegroupstaggingapi", region).get_resources(
+            found = client(settings, "resourcegroupstaggingapi", region, purpose="read").get_resources(
                 TagFilters=[{"Key": BOX_TAG}], ResourcesPerPage=1
             )
         except Exception:  # noqa: BLE001 - unknown here: look the long way

@@ -121,7 +121,9 @@ class AwsSession:
         return DEFAULT_REGION
 
     def client(self, service: str, region: str | None = None, purpose: str = "") -> Any:
-        """A cached client. purpose="advice" retries once only; purpose="launch" gives an EC2 client that never retries by itself:
+        """A cached client. purpose="advice" and "read" (the listings that status and find
+        make: offline, they must answer in a second or two, not after five tries) retry
+        once only; purpose="launch" gives an EC2 client that never retries by itself:
         real AWS sends InsufficientInstanceCapacity as HTTP 500, which botocore would
         otherwise retry silently for tens of seconds before saying anything."""
         if not region:
@@ -140,7 +142,7 @@ class AwsSession:
                 # a service that is down or absent must not hold the command up.
                 if service in ADVICE_SERVICES and not purpose:
                     purpose = "advice"
-                attempts = {"launch": 1, "advice": 2, "once": 1}.get(purpose, MAX_ATTEMPTS)
+                attempts = {"launch": 1, "advice": 2, "once": 1, "read": 2}.get(purpose, MAX_ATTEMPTS)
                 config = Config(
                     retries={"mode": "standard", "total_max_attempts": attempts},
                     connect_timeout=10,
@@ -183,7 +185,8 @@ def map_error(exc: BaseException, doing: str = "") -> GpuboxError | None:
         return CredentialsError(f"{prefix}{exc}", hint=CREDENTIALS_HINT)
     if isinstance(exc, bex.NoRegionError):
         return InvalidInput(f"{prefix}no AWS region is set", hint="pass --region or set AWS_REGION")
-    if isinstance(exc, (bex.EndpointConnectionError, bex.ConnectTimeoutError, bex.ReadTimeoutError)):
+    # Connection refused, DNS, a timeout, a connection closed mid-answer, TLS, a proxy.
+    if isinstance(exc, (bex.ConnectionError, bex.HTTPClientError)):
         return GpuboxError(
             f"{prefix}cannot reach AWS ({exc})",
             hint="check the network connection (and a proxy, if you use one), then try again",
