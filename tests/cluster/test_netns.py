@@ -35,7 +35,11 @@ dist.all_reduce(total)
 weights = ",".join(f"{v:.6f}" for v in model.module.weight.detach().flatten().tolist())
 print(f"rank {rank}/{world} node {os.environ['GPUBOX_NODE_RANK']} "
       f"allreduce {total.item():.0f} weights {weights}", flush=True)
+# As gpubox's own payload_ddp.py does: every rank done before any tears down, then no
+# C++ destructors at exit (torch 2.13's gloo sometimes aborts a rank there, after its work).
+dist.barrier()
 dist.destroy_process_group()
+os._exit(0)
 '''
 
 
