@@ -6,6 +6,8 @@ Command modules import nothing heavy at module level (no boto3, no jupyter):
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 
 app = typer.Typer(
@@ -27,3 +29,15 @@ def settings():
     from gpubox import config
 
     return config.load()
+
+
+@contextlib.contextmanager
+def open_state(settings):
+    """The local cache for one command, closed after it (every command module uses this)."""
+    from gpubox.state import State
+
+    state = State(settings.state_path)
+    try:
+        yield state
+    finally:
+        state.close()

@@ -9,8 +9,9 @@ import typer
 
 from gpubox.cli import render
 from gpubox.cli.app import app
+from gpubox.cli.app import open_state as _open_state
 from gpubox.cli.app import settings as load_settings
-from gpubox.cli.lifecycle import _open_state, _progress
+from gpubox.cli.lifecycle import _progress
 
 
 def _num(value: float | None, digits: int = 1) -> str:

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated
 
 import typer
 
 from gpubox.cli import render
 from gpubox.cli.app import app
+from gpubox.cli.app import open_state as _state
 from gpubox.cli.app import settings as load_settings
-
-
-@contextlib.contextmanager
-def _state(settings):
-    from gpubox.state import State
-
-    state = State(settings.state_path)
-    try:
-        yield state
-    finally:
-        state.close()
 
 
 @app.command()

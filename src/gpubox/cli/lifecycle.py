@@ -12,18 +12,8 @@ import typer
 
 from gpubox.cli import render
 from gpubox.cli.app import app
+from gpubox.cli.app import open_state as _open_state
 from gpubox.cli.app import settings as load_settings
-
-
-@contextlib.contextmanager
-def _open_state(settings):
-    from gpubox.state import State
-
-    state = State(settings.state_path)
-    try:
-        yield state
-    finally:
-        state.close()
 
 
 @contextlib.contextmanager

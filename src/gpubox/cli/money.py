@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Annotated
 
@@ -10,18 +9,8 @@ import typer
 
 from gpubox.cli import render
 from gpubox.cli.app import app
+from gpubox.cli.app import open_state as _state
 from gpubox.cli.app import settings as load_settings
-
-
-@contextlib.contextmanager
-def _state(settings):
-    from gpubox.state import State
-
-    state = State(settings.state_path)
-    try:
-        yield state
-    finally:
-        state.close()
 
 
 def _say(text: str) -> None:

@@ -110,7 +110,8 @@ def resize(
     Example: gpubox resize box1 --type g5.xlarge --disk 200
     """
     from gpubox import box as lifecycle
-    from gpubox.cli.lifecycle import _open_state, _progress
+    from gpubox.cli.app import open_state as _open_state
+    from gpubox.cli.lifecycle import _progress
 
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"resizing '{name}'") as progress:
