@@ -28,6 +28,22 @@ def gpubox(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """The loopback sshd, its sessions with a HOME under the test's own folder: `gpubox
+    run` keeps its pid files in the node's ~/.gpubox, which must not be this account's."""
+    from tests.sshd import _require_sshd, start_sshd
+
+    _require_sshd()
+    home = tmp_path_factory.mktemp("pair-home")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"), session_env={"HOME": str(home)})
+    server.home = home
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def up_pair(sshd, name: str = "pair") -> subprocess.CompletedProcess:
     host = f"{sshd.user}@127.0.0.1:{sshd.port}"
     return gpubox("up", name, "--host", host, "--host", host, "--key", str(sshd.key_path),
