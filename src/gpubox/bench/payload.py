@@ -217,9 +217,10 @@ def amp_dtype(device: torch.device, capability: str | None) -> torch.dtype | Non
 
 
 def train_step_fn(model: nn.Module, device: torch.device, batch: int, size: int,
-                  amp: torch.dtype | None, lr: float):
-    """One SGD step on a fixed synthetic Fashion-MNIST-shaped batch (nothing downloaded)."""
-    gen = torch.Generator(device="cpu").manual_seed(1)
+                  amp: torch.dtype | None, lr: float, seed: int = 1):
+    """One SGD step on a fixed synthetic Fashion-MNIST-shaped batch (nothing downloaded).
+    The model may be wrapped in DistributedDataParallel (payload_ddp.py: seed = rank)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(batch, 1, size, size, generator=gen).to(device)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr)

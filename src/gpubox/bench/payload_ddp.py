@@ -22,12 +22,11 @@ import time
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 # payload.py sits beside this file on the box: one definition of the D2L models.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from payload import amp_dtype, lenet, resnet18  # noqa: E402
+from payload import amp_dtype, lenet, resnet18, sync, train_step_fn  # noqa: E402
 
 
 def bus_bandwidth(nbytes: int, seconds: float, world: int) -> tuple[float, float]:
@@ -36,36 +35,13 @@ def bus_bandwidth(nbytes: int, seconds: float, world: int) -> tuple[float, float
     return algbw, algbw * 2 * (world - 1) / world
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train(model_name: str, device: torch.device, batch: int, size: int, steps: int,
           capability: str | None) -> float:
     """Seconds for `steps` DDP steps after warm-up (the slowest rank's)."""
     model = (lenet() if model_name == "lenet" else resnet18()).to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    gen = torch.Generator().manual_seed(dist.get_rank())
-    x = torch.randn(batch, 1, size, size, generator=gen).to(device)
-    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
-    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
-    loss_fn = nn.CrossEntropyLoss()
-    amp = amp_dtype(device, capability)
-    scaler = torch.amp.GradScaler("cuda") if amp is torch.float16 else None
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = loss_fn(ddp(x), y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-
+    step = train_step_fn(ddp, device, batch, size, amp_dtype(device, capability), 0.05,
+                         seed=dist.get_rank())
     for _ in range(2):
         step()
     sync(device)
