@@ -235,13 +235,20 @@ def ensure_agent(runner: Runner) -> None:
             runner.put(local, remote, mode=0o644)
 
 
-def _agent_json(runner: Runner, args: str) -> dict[str, Any]:
-    result = runner.run(f"python3 {AGENT_ON_HOST} {args}", check=False, timeout=60)
+def agent_json(
+    runner: Runner,
+    args: str,
+    script: str = AGENT_ON_HOST,
+    what: str = "the idle agent",
+    hint: str = "`gpubox up NAME` installs it again",
+) -> dict[str, Any]:
+    """Run one of the agent's scripts on the box; the JSON its last line holds."""
+    result = runner.run(f"python3 {script} {args}", check=False, timeout=60)
     if not result.ok:
         raise GpuboxError(
-            f"the idle agent on the box failed ({result.exit_code}): "
+            f"{what} on the box failed ({result.exit_code}): "
             + (result.stderr or result.stdout).strip()[-300:],
-            hint="`gpubox up NAME` installs it again",
+            hint=hint,
         )
     last = (result.stdout.strip().splitlines() or ["{}"])[-1]
     return json.loads(last)
@@ -251,7 +258,7 @@ def read_idle_status(runner: Runner) -> IdleStatus | None:
     """The box's idle limit and idle time; None when the box has no agent (yet)."""
     if not runner.run(f"test -f {AGENT_ON_HOST}", check=False).ok:
         return None
-    return IdleStatus.from_agent(_agent_json(runner, "status"))
+    return IdleStatus.from_agent(agent_json(runner, "status"))
 
 
 def set_idle_limit(
@@ -281,7 +288,7 @@ def set_idle_limit(
     for flag, value in options.items():
         if value is not None:
             args += [flag, value]
-    return _agent_json(runner, " ".join(shlex.quote(a) for a in args))
+    return agent_json(runner, " ".join(shlex.quote(a) for a in args))
 
 
 def idle_log(runner: Runner, lines: int = 20) -> str:

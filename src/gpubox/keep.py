@@ -6,12 +6,11 @@ a Runner, so both write the same kind of keep the agent reads.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gpubox.errors import GpuboxError, InvalidInput
-from gpubox.idle import AGENT_DIR_ON_HOST, OFF_WORDS, ensure_agent, parse_idle_limit
+from gpubox.errors import InvalidInput
+from gpubox.idle import AGENT_DIR_ON_HOST, OFF_WORDS, agent_json, ensure_agent, parse_idle_limit
 
 if TYPE_CHECKING:
     from gpubox.remote.runner import Runner
@@ -44,13 +43,5 @@ def keep_box(runner: Runner, text: str | None) -> KeepAnswer:
         minutes = parse_keep(text)
         args = ("off" if minutes is None else f"{minutes}m") + " --json"
     ensure_agent(runner)
-    result = runner.run(f"python3 {KEEP_ON_HOST} {args}", check=False, timeout=60)
-    if not result.ok:
-        raise GpuboxError(
-            f"gpubox-keep on the box failed ({result.exit_code}): "
-            + (result.stderr or result.stdout).strip()[-300:],
-            hint="on the box: gpubox-keep --help",
-        )
-    last = (result.stdout.strip().splitlines() or ["{}"])[-1]
-    data = json.loads(last)
+    data = agent_json(runner, args, KEEP_ON_HOST, "gpubox-keep", "on the box: gpubox-keep --help")
     return KeepAnswer(str(data.get("message", "")), data.get("until"), tuple(data.get("keeps") or ()))
