@@ -61,7 +61,7 @@ def _sshd_config(root: Path, address: str, key: Path, env: dict[str, str]) -> Pa
     config = root / "sshd_config"
     config.write_text("\n".join([
         "Port 22", f"ListenAddress {address}", f"HostKey {host_key}",
-        f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {authorized}",
+        f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {authorized} {env['HOME']}/.ssh/authorized_keys",
         "PermitRootLogin prohibit-password", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
         "AllowTcpForwarding yes", "Subsystem sftp internal-sftp", "LogLevel VERBOSE",

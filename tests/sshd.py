@@ -137,7 +137,10 @@ def start_sshd(
                 "ListenAddress 127.0.0.1",
                 f"HostKey {host_key}",
                 f"PidFile {root / 'sshd.pid'}",
-                f"AuthorizedKeysFile {authorized}",
+                # With a HOME of the test's own, its ~/.ssh/authorized_keys counts too, as
+                # on a real host (the idle agent's node reports are authorised there).
+                f"AuthorizedKeysFile {authorized}"
+                + (f" {session_env['HOME']}/.ssh/authorized_keys" if session_env and "HOME" in session_env else ""),
                 "PermitRootLogin prohibit-password",
                 "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no",

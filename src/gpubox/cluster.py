@@ -223,7 +223,6 @@ def setup_nodes(
         except GpuboxError as exc:
             raise _unreachable(spec, exc) from None
         runners.append(remote_ssh.runner_for(endpoint, settings, box.name))
-    leader = node0_sshd(settings, nodes[0][1])
 
     def one(index: int, spec: BoxSpec, box: Box) -> None:
         try:
@@ -234,10 +233,6 @@ def setup_nodes(
                 box_name=box.name, framework=framework,
                 on_event=on_step if index == 0 else None, spot=box.spot,
             )
-            if spec.node_rank > 0:  # the box is idle only when every node is
-                from gpubox.idle import set_idle_limit
-
-                set_idle_limit(runner, None, keep_limit=True, follow=leader)
             on_progress(f"node {spec.node_rank} ('{box.name}') is set up")
         except GpuboxError as exc:
             errors.append((spec, exc))
@@ -251,14 +246,31 @@ def setup_nodes(
     if errors:
         spec, exc = min(errors, key=lambda e: e[0].node_rank)
         raise _unreachable(spec, exc)
+    on_progress("joining the nodes' idle guards: the box is idle only when every node is")
+    join_guards(settings, [(s.node_rank, b, r) for (s, b), r in zip(nodes, runners, strict=True)])
     return results
+
+
+def join_guards(settings: Settings, nodes: Sequence[tuple[int, Box, Any]]) -> None:
+    """(rank, box, runner) of every node, node 0 first: nodes 1.. follow node 0 and report
+    their own use to it after each check, so node 0 stops the box only when every node is
+    idle, and the others follow it down (idle.join_nodes)."""
+    from gpubox.idle import join_nodes
+    from gpubox.remote.hostkeys import pinned_keys
+
+    if len(nodes) < 2:
+        return
+    _, head, head_runner = nodes[0]
+    endpoint = lifecycle.provider(settings, head.provider).endpoint(head)
+    join_nodes(head_runner, [(rank, runner) for rank, _, runner in nodes[1:]],
+               node0_sshd(settings, head), endpoint.user, pinned_keys(settings, head.name))
 
 
 def node0_sshd(settings: Settings, head: Box) -> str:
     """HOST:PORT of node 0's sshd as the other nodes reach it: what their idle guards
-    follow (`idle.py install --follow`). A node 1.. counts as in use while node 0's sshd
-    answers, so it never stops while node 0 runs; once node 0 has stopped, it stops after
-    its own idle limit. Node 0 decides on its own use (Jupyter and rank 0 run there)."""
+    follow (`idle.py install --follow`) and report to. A node 1.. counts as in use while
+    node 0's sshd answers, so it never stops while node 0 runs; once node 0 has stopped,
+    it stops after its own idle limit. Node 0 decides, on its own use and the others'."""
     from gpubox.noderun import node_address
 
     prov = lifecycle.provider(settings, head.provider)

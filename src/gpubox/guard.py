@@ -27,7 +27,7 @@ MAX_USER_DATA = 16 * 1024  # EC2's limit, on the raw (not yet base64) user data
 # Not needed before setup: the spot watcher (the bootstrap starts it on spot boxes) and
 # the JupyterLab banner (no Jupyter before setup; idle.py does without it, with `wall`).
 # The setup step copies every file.
-NOT_AT_BOOT = ("spot_watch.py", "jupyter_notice.py")
+NOT_AT_BOOT = ("spot_watch.py", "jupyter_notice.py", "idle_peers.py")
 PAYLOAD_END = "__GPUBOX_AGENT__"
 
 

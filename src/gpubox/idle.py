@@ -128,6 +128,8 @@ class IdleStatus:
     pre_stop_command: str | None = None
     pre_stop: dict[str, Any] | None = None
     now: float | None = None  # the box's clock when it answered
+    peers: tuple[dict[str, Any], ...] = ()  # node 0 of several: the other nodes' reports
+    report_error: str | None = None  # a node 1..: why its report to node 0 failed
 
     @classmethod
     def from_agent(cls, data: dict[str, Any]) -> IdleStatus:
@@ -157,6 +159,8 @@ class IdleStatus:
             pre_stop_command=data.get("pre_stop_command"),
             pre_stop=data.get("pre_stop"),
             now=data.get("now"),
+            peers=tuple(data.get("peers") or ()),
+            report_error=data.get("report_error"),
         )
 
     def summary(self) -> str:
@@ -191,8 +195,14 @@ class IdleStatus:
             lines.append(("say", f"guard: watching ({self.mode}{ago})"))
         if self.busy:
             lines.append(("say", "in use: " + "; ".join(self.busy)))
+        for peer in self.peers:
+            ago = "" if self.now is None else f", reported {describe_seconds(self.now - peer['reported_at'])} ago"
+            lines.append(("say", f"node {peer['node']}: idle {describe_seconds(peer['idle_seconds'])}{ago}"))
         for reason in self.uncertain:
             lines.append(("warn", f"unknown: {reason} (the limit counts double until it can be read)"))
+        if self.report_error:
+            lines.append(("warn", f"this node cannot tell node 0 its use ({self.report_error}); "
+                          "node 0 counts it as unknown"))  # fmt: skip
         if watching and self.can_stop is False:
             lines.append(("error", f"the guard cannot stop this machine: `{self.stop_command}` "
                           "needs root or passwordless sudo; set idle_stop_command"))  # fmt: skip
@@ -272,11 +282,15 @@ def set_idle_limit(
     pre_stop: str | None = None,
     pre_stop_minutes: int | None = None,
     follow: str | None = None,
+    report_user: str | None = None,
+    report_host_keys: list[str] | None = None,
+    node: int | None = None,
 ) -> dict[str, Any]:
     """Set (or, with None, turn off) the idle limit on the box; what the agent answered:
     {"message", "mode", "enabled", "can_stop"}. keep_limit leaves the idle limit as it is;
     max_hours None leaves the cap as it is, "off" removes it. follow: node 0's HOST:PORT
-    on a node 1.. of a box of several machines (it stays up while node 0 does)."""
+    on a node 1.. of a box of several machines (it stays up while node 0 does);
+    report_user and report_host_keys: how it reports its own use to node 0 (join_nodes)."""
     ensure_agent(runner)
     args = ["install"]
     if not keep_limit:
@@ -284,11 +298,33 @@ def set_idle_limit(
     options = {"--max-hours": None if max_hours is None else f"{max_hours}",
                "--box-name": box_name, "--stop-command": stop_command, "--pre-stop": pre_stop,
                "--pre-stop-seconds": None if pre_stop_minutes is None else str(pre_stop_minutes * 60),
-               "--follow": follow}  # fmt: skip
+               "--follow": follow, "--report-user": report_user,
+               "--node": None if node is None else str(node)}  # fmt: skip
     for flag, value in options.items():
         if value is not None:
             args += [flag, value]
+    for key in report_host_keys or ():
+        args += ["--report-host-key", key]
     return agent_json(runner, " ".join(shlex.quote(a) for a in args))
+
+
+def join_nodes(head: Runner, others: list[tuple[int, Runner]], leader: str, head_user: str,
+               head_keys: list[str]) -> None:
+    """Make a box of several machines idle only when every node is: each node 1.. follows
+    node 0 (`leader`, its sshd as they reach it) and reports its own use there after every
+    check, with a key of its own that node 0 authorises for that report alone
+    (remote/agent/idle_peers.py). Node 0's host key (`head_keys`, the laptop's pin) is
+    pinned on each. Run again, it changes nothing that is right already."""
+    if not head_keys:
+        raise GpuboxError("node 0's host key is not pinned on this machine",
+                          hint="reach node 0 once (`gpubox ssh NAME -- true`), then run this again")  # fmt: skip
+    ensure_agent(head)
+    for rank, runner in others:
+        ensure_agent(runner)
+        public = agent_json(runner, f"peer-key --node {int(rank)}")["public_key"]
+        agent_json(head, f"peer-accept --node {int(rank)} --key {shlex.quote(public)}")
+        set_idle_limit(runner, None, keep_limit=True, follow=leader, report_user=head_user,
+                       report_host_keys=head_keys, node=rank)
 
 
 def idle_log(runner: Runner, lines: int = 20) -> str:

@@ -96,3 +96,125 @@ def test_node_0s_address_for_the_others_is_where_they_reach_its_sshd(sshd, isola
         assert cluster.node0_sshd(settings, head) == f"127.0.0.1:{sshd.port}"
     finally:
         state.close()
+
+
+# --- node 0 decides with every node's use (idle_peers.py) ------------------------------
+# Two agents with homes of their own on this machine and one test clock; node 0 is a real
+# sshd whose sessions have node 0's HOME, so the report key node 0 authorises lands in
+# its ~/.ssh/authorized_keys and the report runs as its forced command.
+
+MIN = 60
+
+
+@pytest.fixture
+def pair(sshd_factory, tmp_path):
+    clock = tmp_path / "clock"
+    clock.write_text(str(time.time()))
+    homes = [tmp_path / "node0", tmp_path / "node1"]
+    for home in homes:
+        home.mkdir()
+    server = sshd_factory(session_env={"HOME": str(homes[0])})
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    def on(node, *args, check=True):
+        home = homes[node]
+        env = {**os.environ, "GPUBOX_AGENT_HOME": str(home / ".gpubox"), "HOME": str(home),
+               "GPUBOX_AGENT_CLOCK": str(clock)}
+        env.pop("GPUBOX_IDLE_STOP_COMMAND", None)
+        script = SCRIPT if args[0] != "keep" else SCRIPT.parent / "keep.py"
+        done = subprocess.run([sys.executable, str(script), *args[args[0] == "keep":]], env=env,
+                              capture_output=True, text=True, timeout=60)
+        if check:
+            assert done.returncode == 0, done.stderr
+        lines = done.stdout.strip().splitlines()
+        return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else done
+
+    for node in (0, 1):
+        on(node, "install", "--idle-minutes", "10", "--mode", "none", "--jupyter-url", dead,
+           "--stop-command", f"echo stopped >> {tmp_path / f'stopped{node}'}")
+    public = on(1, "peer-key", "--node", "1")["public_key"]
+    on(0, "peer-accept", "--node", "1", "--key", public)
+    on(1, "install", "--mode", "none", "--follow", f"127.0.0.1:{server.port}",
+       "--report-user", server.user, "--report-host-key", server.host_key_line, "--node", "1")
+
+    def advance(seconds):
+        clock.write_text(str(float(clock.read_text()) + seconds))
+
+    def stopped(node):
+        return (tmp_path / f"stopped{node}").exists()
+
+    on.advance, on.stopped, on.server, on.homes = advance, stopped, server, homes
+    return on
+
+
+def poll(pair):
+    """One poll on each node, node 1 first (its report goes over ssh to node 0)."""
+    return [k for k, _ in pair(1, "check")["actions"]], [k for k, _ in pair(0, "check")["actions"]]
+
+
+def test_node_0_stops_the_box_only_once_every_node_has_been_idle_its_limit(pair):
+    # Before node 1 has ever reported, node 0 does not know: unknown, its limit doubled.
+    assert "node 1 has not reported its use (never)" in pair(0, "status")["uncertain"]
+
+    pair(1, "keep", "2h")  # someone works on node 1 (gpubox-keep there)
+    for _ in range(12):  # an hour of 5-minute polls: node 0 idle itself all along
+        pair.advance(5 * MIN)
+        assert poll(pair) == ([], [])
+    status = pair(0, "status")
+    assert any(b.startswith("node 1: gpubox-keep until") for b in status["busy"]), status["busy"]
+    assert status["uncertain"] == [] and [p["node"] for p in status["peers"]] == [1]
+    assert pair(1, "status")["report_error"] is None
+
+    pair(1, "keep", "off")  # node 1's work is done: from here every node is idle
+    seen = []
+    for _ in range(2):
+        pair.advance(5 * MIN)
+        seen.append(poll(pair))
+    # Node 1 was last seen in use a poll ago: node 0 warns 5 minutes later (5 minutes
+    # before its limit) and stops at its limit; node 1 waits for node 0.
+    assert seen == [([], ["warn"]), ([], ["stop"])], seen
+    assert pair.stopped(0) and not pair.stopped(1)
+    assert "nodes 1 idle too" in pair(0, "status")["last_stop"]["reason"]
+
+
+def test_a_node_that_stops_reporting_is_unknown_on_node_0_never_busy(pair):
+    pair(1, "keep", "2h")
+    assert poll(pair) == ([], [])
+    pair.server.stop()  # node 1 can no longer reach node 0 (nor does it follow it now)
+    pair.advance(5 * MIN)
+    pair(1, "check")
+    assert "node 0 counts this node as unknown" in (
+        pair.homes[1] / ".gpubox/logs/idle.log").read_text()
+    assert pair(1, "status")["report_error"]
+    # Node 0 (its agent still runs: the sshd was only its door) has a stale report.
+    pair.advance(5 * MIN)
+    status = pair(0, "status")
+    assert status["uncertain"] == ["node 1 has not reported its use (for 10m)"]
+    assert not [b for b in status["busy"] if b.startswith("node 1")]
+
+
+def test_the_report_key_runs_the_report_and_nothing_else(pair):
+    key = pair.homes[1] / ".gpubox/peer/id_ed25519"
+    base = ["ssh", "-F", "/dev/null", "-i", str(key), "-p", str(pair.server.port),
+            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", f"{pair.server.user}@127.0.0.1"]
+    asked = subprocess.run(base + ["id; echo shell-ran"], capture_output=True, text=True,
+                           timeout=30, input="")
+    assert "shell-ran" not in asked.stdout and "uid=" not in asked.stdout
+    assert "not a report" in asked.stderr
+    lied = subprocess.run(base, capture_output=True, text=True, timeout=30,
+                          input=json.dumps({"node": 7, "idle_seconds": "x"}))
+    assert lied.returncode != 0
+    # What a report says of itself cannot name another node: the key decides.
+    sent = subprocess.run(base, capture_output=True, text=True, timeout=30,
+                          input=json.dumps({"node": 7, "idle_seconds": 5, "busy": ["x"] * 99}))
+    assert sent.returncode == 0, sent.stderr
+    reports = sorted(p.name for p in (pair.homes[0] / ".gpubox/state/peers").iterdir())
+    assert reports == ["node-1.json"]
+    kept = json.loads((pair.homes[0] / ".gpubox/state/peers/node-1.json").read_text())
+    assert len(kept["busy"]) == 20
+    # Accepting node 1 again replaces its key: one line per node.
+    again = pair(1, "peer-key", "--node", "1")["public_key"]
+    pair(0, "peer-accept", "--node", "1", "--key", again)
+    lines = (pair.homes[0] / ".ssh/authorized_keys").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('restrict,command="env GPUBOX_AGENT_HOME=')

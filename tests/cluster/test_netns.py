@@ -77,3 +77,37 @@ def test_torchrun_trains_across_two_hosts_through_gpubox_run(netns_pair, isolati
     down = gpubox("down", "duo")
     assert down.returncode == 0, down.stderr
     assert json.loads(gpubox("status", "--json", "--refresh").stdout) == []
+
+
+def test_autostop_makes_the_nodes_one_box_that_is_idle_only_when_every_node_is(
+        netns_pair, isolation, tmp_path, monkeypatch):  # noqa: F811
+    """`gpubox autostop` on two hosts with addresses of their own: node 1 reports its use
+    to node 0 over the link between them (its own ssh, node 0's pinned key), and node 0's
+    guard shows node 1's work as its own."""
+    first, second = netns_pair.hosts
+    stopped = tmp_path / "stopped"
+    monkeypatch.setenv("GPUBOX_IDLE_STOP_COMMAND", f"echo stop >> {stopped}")
+    made = gpubox("up", "duo", "--host", f"root@{first.address}", "--host",
+                  f"root@{second.address}", "--key", str(netns_pair.key_path), "--no-setup")
+    assert made.returncode == 0, made.stderr
+
+    set_limit = gpubox("autostop", "duo", "30m")
+    assert set_limit.returncode == 0, set_limit.stdout + set_limit.stderr
+    assert "its 2 nodes are one box" in set_limit.stdout
+    keys = (first.home / ".ssh/authorized_keys").read_text()
+    assert 'restrict,command="env GPUBOX_AGENT_HOME=' in keys and keys.count("\n") == 1
+
+    agent = "python3 ~/.gpubox/agent/idle.py"
+    kept = gpubox("ssh", "duo-1", "--", f"python3 ~/.gpubox/agent/keep.py 2h && {agent} check")
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    shown = gpubox("autostop", "duo")
+    assert shown.returncode == 0, shown.stderr
+    assert "in use: node 1: gpubox-keep until" in " ".join(shown.stdout.split()), shown.stdout
+    assert "node 1: idle 0s" in shown.stdout
+
+    done = gpubox("ssh", "duo-1", "--", f"python3 ~/.gpubox/agent/keep.py off && {agent} check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = gpubox("autostop", "duo")
+    assert "node 1:" in shown.stdout and "in use" not in shown.stdout, shown.stdout
+    assert not stopped.exists()
+    assert gpubox("down", "duo").returncode == 0

@@ -331,10 +331,12 @@ def up(
 
 def _nodes_guard_note(name: str, setup: bool) -> str:
     if setup:
-        return (f"idle guard: node 0 ('{name}') stops after its idle limit; the other nodes "
-                "stay up while it runs, then stop after their own limit (docs/multi-node.md)")
+        return (f"idle guard: node 0 ('{name}') stops the box once every node has been idle "
+                "for its limit; the other nodes report their use to it and follow it down "
+                "(docs/multi-node.md)")
     return (f"idle guard: each node stops on its own idle limit (--no-setup); a node idle while "
-            f"others work stops. `gpubox up {name}` with setup makes them wait for node 0")
+            f"others work stops. `gpubox autostop {name} 1h` (or `gpubox up {name}` with setup) "
+            "makes them one: the box stops when every node is idle")
 
 
 def _forward_after_up(settings, name: str, specs: list[str]) -> None:

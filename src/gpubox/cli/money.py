@@ -296,6 +296,7 @@ def autostop(
     Example: gpubox autostop box1 2h --max-hours 12
     """
     from gpubox import box as lifecycle
+    from gpubox import cluster
     from gpubox.idle import (
         describe_hours,
         describe_limit,
@@ -311,15 +312,25 @@ def autostop(
     cap = parse_max_hours(max_hours) if max_hours is not None else None
     settings = load_settings()
     with _state(settings) as state:
-        _, endpoint = lifecycle.endpoint_for(settings, state, name)
+        box, endpoint = lifecycle.endpoint_for(settings, state, name)
+        nodes = cluster.nodes_of(settings, state, name) if box.get("cluster") else []
     runner = remote_ssh.runner_for(endpoint, settings, name)
     if limit is not None or max_hours is not None:
-        answer = set_idle_limit(
-            runner, minutes, keep_limit=limit is None,
-            max_hours=None if max_hours is None else (cap or "off"), box_name=name,
-            stop_command=settings.idle_stop_command, pre_stop=settings.pre_stop,
-            pre_stop_minutes=settings.pre_stop_minutes if settings.pre_stop else None,
-        )  # fmt: skip
+        how = dict(keep_limit=limit is None, max_hours=None if max_hours is None else (cap or "off"),
+                   box_name=name, stop_command=settings.idle_stop_command,
+                   pre_stop=settings.pre_stop,
+                   pre_stop_minutes=settings.pre_stop_minutes if settings.pre_stop else None)  # fmt: skip
+        answer = set_idle_limit(runner, minutes, **how)
+        if len(nodes) > 1:  # every node the same limits; node 0 decides for all of them
+            joined = [(nodes[0].rank, nodes[0].box, runner)]
+            for node in nodes[1:]:
+                other = remote_ssh.runner_for(node.provider.endpoint(node.box), settings,
+                                              node.box.name)  # fmt: skip
+                set_idle_limit(other, minutes, **how)
+                joined.append((node.rank, node.box, other))
+            cluster.join_guards(settings, joined)
+            render.say(f"its {len(nodes)} nodes are one box: node 0 stops it when every node "
+                       "has been idle that long, and the others follow")  # fmt: skip
         message = str(answer.get("message", ""))
         if answer.get("can_stop") is False:
             render.error(f"{name}: {message}", hint="set idle_stop_command (`gpubox config set "

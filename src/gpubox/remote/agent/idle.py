@@ -15,6 +15,9 @@ before (and whether or not) the bootstrap's environment exists.
                     the same schedule is updated in place
   idle.py status    JSON for the gpubox client (fresh readings, nothing acted on)
   idle.py loop      what the nohup fallback runs: check, sleep, forever
+  idle.py peer-key | peer-accept | peer-report
+                    a box of several machines: node 1.. reports its use to node 0
+                    after each check (idle_peers.py)
 
 A box is idle only when, for the whole window, no Jupyter kernel worked (busy AND
 using the CPU) or had activity, no JupyterLab or SSH terminal saw input or output,
@@ -73,6 +76,16 @@ def act(config, signals, actions, now, state=None):
             stop(config, state if state is not None else {}, text, now)
 
 
+def report_to_node0(config, state, signals, now):
+    """A node 1..: its own use (node 0 being up left out), counted as its own decision
+    would, sent to node 0, which decides for the box."""
+    import idle_peers
+
+    own, _ = decide(config, state.get("own") or {}, dict(signals, follow=[]), now)
+    state["own"] = {"last_active": own["last_active"]}
+    idle_peers.send(config, state, own, now)
+
+
 def check(now=None):
     config = load_config()
     now = clock() if now is None else now
@@ -82,6 +95,8 @@ def check(now=None):
     state, capped = cap_actions(config, state, signals, now)  # with idle stop on or off
     actions = merge(actions, capped)
     state["signals"] = signals
+    if config.get("follow") and config.get("report_user"):
+        report_to_node0(config, state, signals, now)
     write_json(state_file, state)  # first: a stop that works may end this process
     act(config, signals, actions, now, state)
     if any(kind == "stop" for kind, _ in actions):
@@ -125,6 +140,9 @@ def status(now=None):
         "can_stop": can_stop(config),
         "box_name": config.get("box_name") or None,
         "follow": config.get("follow") or None,
+        "peers": signals.get("peers", []),
+        "reported_at": stored.get("reported_at"),
+        "report_error": stored.get("report_error"),
         "health": health(config, stored, now),
         "log_tail": tail,
     }
@@ -160,6 +178,19 @@ def main(argv=None):
     inst.add_argument("--box-name", help="the box's name in gpubox, for the warning's commands")
     inst.add_argument("--follow", help="HOST:PORT of node 0's sshd (nodes 1.. of a box of "
                       "several machines): busy while it answers; off")
+    inst.add_argument("--report-user", help="node 1..: the user it reports to node 0 as "
+                      "(over SSH, to --follow); off")
+    inst.add_argument("--report-host-key", action="append",
+                      help="node 1..: node 0's SSH host key (pinned for the report)")
+    inst.add_argument("--node", type=int, help="this node's rank in its box")
+    key = sub.add_parser("peer-key", help="node 1..: make (once) and print its report key")
+    key.add_argument("--node", type=int, required=True)
+    accept = sub.add_parser("peer-accept", help="node 0: authorise node N's report key")
+    accept.add_argument("--node", type=int, required=True)
+    accept.add_argument("--key", required=True, help="the public key peer-key printed")
+    accept.add_argument("--authorized-keys", help="default: ~/.ssh/authorized_keys")
+    report = sub.add_parser("peer-report", help="node 0: keep node N's report (stdin)")
+    report.add_argument("--node", type=int, required=True)
     inst.add_argument("--mode", default="auto", choices=["auto", "systemd", "cron", "loop", "none"])
     args = parser.parse_args(argv)
     if args.command == "check":
@@ -169,6 +200,16 @@ def main(argv=None):
         print(json.dumps(status()))
     elif args.command == "loop":
         loop()
+    elif args.command in ("peer-key", "peer-accept", "peer-report"):
+        import idle_peers
+
+        if args.command == "peer-key":
+            answer = idle_peers.report_key(args.node)
+        elif args.command == "peer-accept":
+            answer = idle_peers.accept(args.node, args.key, args.authorized_keys)
+        else:
+            answer = idle_peers.receive(args.node, sys.stdin.buffer, clock())
+        print(json.dumps(answer))
     elif args.command == "install":
         install(args)
         jupyter_notice("clear_notice")  # a new limit starts a fresh count: no old warning holds

@@ -45,6 +45,10 @@ def decide(config, state, signals, now):
     for proc in signals.get("processes", []):
         busy.append("process {} at {:.0f}% CPU ({})".format(proc["pid"], proc["cpu_percent"], proc["command"]))
     busy.extend(signals.get("keep", []))
+    busy.extend(signals.get("follow", []))
+    for peer in signals.get("peers", []):  # node 0 of several: the others' own use
+        last = max(last, now - peer["idle_seconds"])
+        busy.extend("node {}: {}".format(peer["node"], text) for text in peer.get("busy", []))
     if busy:
         last = now
     # A reading that cannot be taken (GPU, Jupyter, the process table) might hide work:
@@ -124,6 +128,9 @@ def idle_reasons(signals, uncertain):
         "no GPU" if gpus is None else "GPUs at {}%".format(",".join(f"{g:g}" for g in gpus))
     )
     parts.append("no process using the CPU, no gpubox-keep")
+    peers = signals.get("peers") or []
+    if peers:
+        parts.append("nodes {} idle too".format(",".join(str(p["node"]) for p in peers)))
     if uncertain:
         parts.append("unknown: {}, so the limit was doubled".format("; ".join(uncertain)))
     return ", ".join(parts)

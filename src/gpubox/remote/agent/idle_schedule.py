@@ -234,6 +234,16 @@ def install(args):
     follow = getattr(args, "follow", None)
     if follow is not None:  # node 0's sshd, for a node 1.. of a box of several machines
         config["follow"] = None if follow.lower() in ("off", "none", "") else follow
+    report_user = getattr(args, "report_user", None)
+    if report_user is not None:  # node 1..: report its use to node 0 (idle_peers.py)
+        off_words = ("off", "none", "")
+        config["report_user"] = None if report_user.lower() in off_words else report_user
+    if getattr(args, "report_host_key", None):
+        import idle_peers
+
+        idle_peers.pin_node0(args.report_host_key)
+    if getattr(args, "node", None) is not None:
+        config["node"] = args.node
     if os.environ.get("JUPYTER_RUNTIME_DIR"):
         config["jupyter_runtime_dirs"] = [os.environ["JUPYTER_RUNTIME_DIR"]]
     if args.notice_dir:

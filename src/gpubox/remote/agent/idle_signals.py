@@ -21,6 +21,12 @@ from agent_files import path, pid_alive, read_json, write_json
 from keep import live_markers
 from proc_table import cpu_usage, read_processes
 
+try:
+    from idle_peers import read_reports
+except ImportError:  # the guard from boot ships without it; the bootstrap brings it
+    def read_reports(config, now):
+        return [], ["node reports: this agent lacks idle_peers.py (`gpubox up NAME` again)"]
+
 # A process of the box's users that used this much of a core since the last poll is
 # work (a `nohup python train.py`, a loop in tmux).
 PROCESS_CPU_PERCENT = 20.0
@@ -256,6 +262,7 @@ def read_signals(config, now, remember=True):
     unknown = jupyter["errors"] + cpu_unknown + ([gpu_error] if gpu_error else [])
     for kernel in jupyter["kernels"]:
         kernel["id"] = kernel["id"][:8]
+    peers, peers_unknown = read_reports(config, now) if config.get("peers") else ([], [])
     return {
         "kernels": jupyter["kernels"],
         "terminals": jupyter["terminals"],
@@ -263,7 +270,9 @@ def read_signals(config, now, remember=True):
         "ssh_sessions": read_ssh_sessions(),
         "gpu_utilisation": gpus,
         "processes": processes,
-        "keep": live_markers(now) + node0_up(config),
-        "unknown": unknown,
+        "keep": live_markers(now),
+        "follow": node0_up(config),  # a node 1..: node 0 is up (left out of its reports)
+        "peers": peers,  # node 0: what the other nodes reported (idle_peers.py)
+        "unknown": unknown + peers_unknown,
         "boot_time": boot_time(),
     }
