@@ -70,7 +70,8 @@ def node_specs(spec: BoxSpec, count: int, hosts: Sequence[str] = ()) -> list[Box
     for rank in range(count):
         name = node_name(spec.name, rank)
         lifecycle.check_name(name)
-        node = replace(spec, name=name, cluster=spec.name if count > 1 else None, node_rank=rank)
+        node = replace(spec, name=name, cluster=spec.name if count > 1 else None, node_rank=rank,
+                       nodes=count)
         if hosts:
             node = replace(node, host=hosts[rank], user=None, port=None)
         specs.append(node)

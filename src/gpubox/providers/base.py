@@ -76,6 +76,7 @@ class BoxSpec:
     # Multi-node boxes (cluster.py): node 0's name for every node, and this node's rank.
     cluster: str | None = None
     node_rank: int = 0
+    nodes: int = 1  # how many nodes the box has: node 0's preflight checks room for all
 
     def __post_init__(self) -> None:
         from gpubox.validate import check_spec

@@ -302,3 +302,21 @@ def test_a_new_up_asks_aws_each_question_once(aws, capsys, monkeypatch):
     ops = collections.Counter(c[0] for c in calls)
     assert ops["DescribeInstanceTypes"] == 1 and ops["DescribeInstanceTypeOfferings"] == 1
     assert len(calls) <= 22  # 26 before, 4 of them repeats
+
+
+def test_the_quota_must_hold_every_node_of_a_box_before_any_is_made(provider, ec2):
+    """`up duo --nodes 4 --type p4d.24xlarge`: room for one node is not enough."""
+    sq = session.client(provider.settings, "service-quotas", "us-east-1")
+    with Stubber(sq) as stub:
+        stub.add_response(
+            "get_service_quota",
+            {"Quota": {"ServiceCode": "ec2", "QuotaCode": "L-417A185B", "Value": 192.0,
+                       "QuotaName": "Running On-Demand P instances"}},
+            {"ServiceCode": "ec2", "QuotaCode": "L-417A185B"},
+        )  # fmt: skip
+        with pytest.raises(QuotaExceeded) as caught:
+            provider.launch(spec(name="duo", type="p4d.24xlarge", cluster="duo", nodes=4))
+    assert "4 nodes of p4d.24xlarge need 384 vCPUs" in caught.value.message
+    assert "192 vCPUs with 0 in use: 192 free" in caught.value.message
+    assert caught.value.hint.endswith("--type p4d.24xlarge --region us-east-1 --count 4")
+    assert instances_of(ec2) == [] and leftovers(ec2) == ([], [])

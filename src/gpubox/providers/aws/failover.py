@@ -58,8 +58,10 @@ def preflight(
     sq_for: Callable[[str], Any],
     on_demand_price: Callable[[str, str], float | None] | None = None,
     region: str | None = None,
+    count: int = 1,
 ) -> LaunchPlan:
     """Everything `up` checks before creating anything. Raises; never creates.
+    count: how many instances the box is (its nodes); the quota must hold them all.
 
     API calls: describe_regions 1, describe_instance_types 1, offerings 1 per region
     looked at (nearest first), describe_instances 1, get_service_quota 1,
@@ -95,12 +97,13 @@ def preflight(
         break
     assert choice is not None
     ec2 = ec2_for(choice.region)
-    needs = f"{chosen_type} needs {vcpus[chosen_type]} vCPUs"
+    needs = (f"{chosen_type} needs {vcpus[chosen_type]} vCPUs" if count == 1 else
+             f"{count} nodes of {chosen_type} need {count * vcpus[chosen_type]} vCPUs")  # fmt: skip
     quota: quotas.Quota | None = None
     try:
         quota = quotas.check_room(
             sq_for(choice.region), ec2, chosen_type, spot=spot_market, region=choice.region,
-            known_vcpus=vcpus,
+            known_vcpus=vcpus, count=count,
         )  # fmt: skip
         quota_line = f"quota '{quota.name}': {quota.free_vcpus} of {int(quota.limit_vcpus)} vCPUs free; {needs}"
     except GpuboxError:
@@ -253,6 +256,7 @@ def launch(provider: Any, spec: Any) -> Any:
             ec2_for=lambda r: session.client(settings, "ec2", r),
             sq_for=lambda r: session.client(settings, "service-quotas", r),
             region=configured_region(settings, spec.region),
+            count=getattr(spec, "nodes", 1),
         )  # fmt: skip
     if getattr(spec, "zone", None) in plan.zones:  # a data volume's zone first
         plan = dataclasses.replace(

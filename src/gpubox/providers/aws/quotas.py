@@ -228,12 +228,14 @@ def check_room(
     need = vcpus[instance_type] * count
     if quota.free_vcpus < need:
         spot_flag = " --spot" if spot else ""
+        what = instance_type if count == 1 else f"{count} nodes of {instance_type}"
         raise QuotaExceeded(
-            f"{instance_type} needs {need} vCPUs, but the quota '{name}' ({code}) in {region} "
+            f"{what} need{'s' if count == 1 else ''} {need} vCPUs, but the quota '{name}' ({code}) in {region} "
             f"is {int(quota.limit_vcpus)} vCPUs with {quota.used_vcpus} in use: "
             f"{quota.free_vcpus} free",
             hint=f"ask AWS for more (often approved within a day): gpubox quota request "
-            f"--type {instance_type}{spot_flag} --region {region}",
+            f"--type {instance_type}{spot_flag} --region {region}"
+            + (f" --count {count}" if count > 1 else ""),
         )
     return quota
 
