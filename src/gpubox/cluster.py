@@ -233,6 +233,7 @@ def setup_nodes(
                 settings.with_overrides(idle_stop_minutes=lifecycle.idle_limit_for(box, spec)),
                 box_name=box.name, framework=framework,
                 on_event=on_step if index == 0 else None, spot=box.spot,
+                node_rank=spec.node_rank,
             )
             on_progress(f"node {spec.node_rank} ('{box.name}') is set up")
         except GpuboxError as exc:

@@ -214,8 +214,10 @@ def run_setup(
     on_event: Callable[[StepEvent], None] | None = None,
     timeout: float | None = None,
     spot: bool = False,
+    node_rank: int = 0,
 ) -> SetupResult:
     """Set the host up as a D2L workstation; every step already done is skipped.
+    node_rank: a node 1.. of a box of several gets everything but Jupyter (node 0's).
 
     Raises SetupFailed (step, log tail, log path) when a step fails, and the
     frameworks table's errors (NotSupported, InvalidInput) before touching the host
@@ -238,6 +240,7 @@ def run_setup(
     # A spot box also runs the interruption watcher (agent/spot_watch.py).
     env["GPUBOX_SPOT"] = "1" if spot else "0"
     env["GPUBOX_BOX_NAME"] = box_name  # the idle warning names it: `gpubox keep NAME 2h`
+    env["GPUBOX_NODE_RANK"] = str(int(node_rank))
     copy_files(runner, settings, token, env)
 
     events: list[StepEvent] = []

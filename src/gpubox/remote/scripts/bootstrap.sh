@@ -17,6 +17,7 @@
 #                               GPUBOX_PRE_STOP(_SECONDS), GPUBOX_IDLE_STOP_COMMAND, GPUBOX_BOX_NAME
 #   GPUBOX_PYTHON_ENV           uv | conda
 #   GPUBOX_SPOT                 1 on a spot box: run the interruption watcher
+#   GPUBOX_NODE_RANK            a box of several machines: 1.. skip Jupyter (node 0 runs it)
 # Each step prints `::gpubox step=NAME status=start|done|skip|fail seconds=N msg=...`
 # on stdout; everything else a step prints goes to ~/.gpubox/logs/NAME.log.
 set -euo pipefail
@@ -554,6 +555,11 @@ stop_our_jupyter() {
 }
 
 step_jupyter() {
+  if [[ "${GPUBOX_NODE_RANK:-0}" != 0 ]]; then
+    echo "node $GPUBOX_NODE_RANK of a box of several: Jupyter runs on node 0, where the tunnel goes"
+    skip "node $GPUBOX_NODE_RANK of a box of several: Jupyter runs on node 0, where the tunnel goes"
+    return 0
+  fi
   [[ -n "$JUPYTER_TOKEN" ]] || fail "no Jupyter token was given (GPUBOX_JUPYTER_TOKEN)"
   # The idle warning as a banner in JupyterLab (agent/jupyter_notice.py), into the venv;
   # a server that is already running loads it at its next start.
