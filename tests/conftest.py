@@ -31,7 +31,28 @@ def pytest_addoption(parser):
     )
 
 
+# Tests that must not overlap one another when pytest-xdist runs the suite in several
+# workers (`-n 2 --dist loadgroup` in pyproject.toml): one group runs in one worker, in
+# turn. "machine": the idle agent reads this machine's whole process table (a CPU burner
+# under a person's uid in one test would be work in another), and the two-host tests
+# make network namespaces with fixed addresses and a route in this namespace. Tests
+# elsewhere that read a real agent's verdict carry @pytest.mark.machine_wide.
+MACHINE_WIDE = (
+    "tests/agent/",
+    "tests/test_idle_client.py",
+    "tests/cluster/test_idle_nodes.py",
+    "tests/cluster/test_netns.py",
+    "tests/cluster/test_scale_nodes.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        where = item.nodeid.replace("\\", "/")
+        if (where.startswith(MACHINE_WIDE) or "machine_wide" in item.keywords
+                or "netns_pair" in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("machine"))
     if config.getoption("--integration"):
         return
     skip = pytest.mark.skip(reason="talks to real AWS; pass --integration")

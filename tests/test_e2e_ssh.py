@@ -85,15 +85,19 @@ def run_cell(base_url: str, token: str, code: str) -> str:
                     "user_expressions": {}, "allow_stdin": False},
     }))
     out = []
+    replied = idle = False
     try:
-        while True:
+        # The reply (shell channel) may come before the output (iopub): the cell is done
+        # when both the reply and the kernel's "idle" status for it have come.
+        while not (replied and idle):
             msg = json.loads(ws.recv())
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             if msg["msg_type"] == "stream":
                 out.append(msg["content"]["text"])
-            if msg["msg_type"] == "execute_reply":
-                break
+            replied = replied or msg["msg_type"] == "execute_reply"
+            idle = idle or (msg["msg_type"] == "status"
+                            and msg["content"].get("execution_state") == "idle")
     finally:
         ws.close()
         requests.delete(f"{base_url}/api/kernels/{kernel['id']}", headers=headers, timeout=30)

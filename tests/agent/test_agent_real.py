@@ -207,7 +207,8 @@ def test_busy_kernel_is_not_idle_then_idle_kernel_warns_and_stops(agent, jupyter
 
         time.sleep(max(0.0, went_idle + 6.3 - time.time()))
         result = agent("check")
-        assert [a[0] for a in result["actions"]] == ["stop"]
+        seen = json.loads((agent.home / "state" / "idle.json").read_text())
+        assert [a[0] for a in result["actions"]] == ["stop"], (seen["busy"], seen["signals"])
         assert agent.stops.read_text() == "stopped\n"
         log = (agent.home / "logs" / "idle.log").read_text()
         assert "stop: idle for" in log and "no kernel working (1 kernels)" in log

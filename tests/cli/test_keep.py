@@ -29,6 +29,7 @@ def local_box(isolation, tmp_path, monkeypatch):
     yield home
 
 
+@pytest.mark.machine_wide  # the agent reads every process here
 def test_keep_holds_a_box_the_agent_sees_it_and_off_ends_it(capsys, local_box, tmp_path):
     try:
         code, _, err = gpubox(capsys, "autostop", "l1", "45m")

@@ -177,6 +177,7 @@ def test_autostop_bad_limits(capsys, aws, limit):
     assert code == 2 and "error:" in err
 
 
+@pytest.mark.machine_wide  # the agent reads every process here
 def test_autostop_on_a_local_box_sets_shows_and_turns_off(capsys, isolation, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "host-home"))
     monkeypatch.setenv("GPUBOX_IDLE_STOP_COMMAND", f"echo stopped >> {tmp_path}/stops")
