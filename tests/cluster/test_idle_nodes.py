@@ -1,5 +1,6 @@
-"""The idle guard of a box of several nodes: a node 1.. stays up while node 0's sshd
-answers, and stops after its own idle limit once node 0 has gone.
+"""The idle guard of a box of several nodes: a node 1.. is held while node 0's sshd
+answers and reports its own use to node 0; node 0 stops the box once every node has
+been idle its limit, and the others follow it down (after the 5 minutes' warning).
 
 The agent runs for real (its script, its files, a test clock, a recording stop
 command, as tests/agent/test_stop.py); node 0 is a real sshd that the test stops.
@@ -43,7 +44,8 @@ def agent(tmp_path):
     return run
 
 
-def test_a_node_waits_for_node_0_then_stops_after_its_own_limit(agent, sshd_factory, tmp_path):
+def test_a_node_is_held_while_node_0_is_up_and_stops_soon_after_it_when_idle_itself(
+        agent, sshd_factory, tmp_path):
     node0 = sshd_factory()
     stopped = tmp_path / "stopped"
     agent("install", "--idle-minutes", "10", "--mode", "none", "--box-name", "pair-1",
@@ -55,16 +57,26 @@ def test_a_node_waits_for_node_0_then_stops_after_its_own_limit(agent, sshd_fact
     status = agent("status")
     assert status["follow"] == f"127.0.0.1:{node0.port}"
     assert "node 0 (127.0.0.1) is up: this node stops only after it" in status["busy"]
+    # Being held is not use: this node's own idle time has run all along.
+    assert status["idle_seconds"] >= 6 * 3600
 
-    node0.stop()  # node 0 stopped (its guard, or `gpubox stop`): nothing answers
+    port = node0.port
+    node0.stop()  # node 0 stopped (every node idle, or `gpubox stop`): nothing answers
+    agent.advance(60)
+    assert [k for k, _ in agent("check")["actions"]] == ["warn"]  # idle itself for hours
+    # Node 0 back within the warning (a reboot): held again, the warning is taken back.
+    node0 = sshd_factory(port=port)
+    agent.advance(60)
+    assert [k for k, _ in agent("check")["actions"]] == ["clear"]
+    node0.stop()
+    agent.advance(60)
+    assert [k for k, _ in agent("check")["actions"]] == ["warn"]
     agent.advance(4 * 60)
-    assert [k for k, _ in agent("check")["actions"]] == []  # within its limit: waits
-    agent.advance(2 * 60)
-    assert [k for k, _ in agent("check")["actions"]] == ["warn"]  # 5 minutes' warning
-    agent.advance(5 * 60)
+    assert [k for k, _ in agent("check")["actions"]] == []  # the 5 minutes' warning runs
+    agent.advance(60)
     assert [k for k, _ in agent("check")["actions"]] == ["stop"]
     assert stopped.read_text() == "stopped\n"
-    assert "idle for 11m" in agent("status")["last_stop"]["reason"]
+    assert "idle for 6h" in agent("status")["last_stop"]["reason"]
 
 
 def test_something_else_at_node_0s_address_is_not_node_0(agent):

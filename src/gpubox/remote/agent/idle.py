@@ -76,13 +76,13 @@ def act(config, signals, actions, now, state=None):
             stop(config, state if state is not None else {}, text, now)
 
 
-def report_to_node0(config, state, signals, now):
-    """A node 1..: its own use (node 0 being up left out), counted as its own decision
-    would, sent to node 0, which decides for the box."""
+def report_to_node0(config, state, now):
+    """A node 1..: its own use (node 0 being up is left out: it holds this node, it is
+    not its use) sent to node 0, which decides for the box."""
     import idle_peers
 
-    own, _ = decide(config, state.get("own") or {}, dict(signals, follow=[]), now)
-    state["own"] = {"last_active": own["last_active"]}
+    held = state.get("held") or []
+    own = dict(state, busy=[b for b in state.get("busy", []) if b not in held])
     idle_peers.send(config, state, own, now)
 
 
@@ -96,7 +96,7 @@ def check(now=None):
     actions = merge(actions, capped)
     state["signals"] = signals
     if config.get("follow") and config.get("report_user"):
-        report_to_node0(config, state, signals, now)
+        report_to_node0(config, state, now)
     write_json(state_file, state)  # first: a stop that works may end this process
     act(config, signals, actions, now, state)
     if any(kind == "stop" for kind, _ in actions):

@@ -45,12 +45,14 @@ def decide(config, state, signals, now):
     for proc in signals.get("processes", []):
         busy.append("process {} at {:.0f}% CPU ({})".format(proc["pid"], proc["cpu_percent"], proc["command"]))
     busy.extend(signals.get("keep", []))
-    busy.extend(signals.get("follow", []))
     for peer in signals.get("peers", []):  # node 0 of several: the others' own use
         last = max(last, now - peer["idle_seconds"])
         busy.extend("node {}: {}".format(peer["node"], text) for text in peer.get("busy", []))
     if busy:
         last = now
+    # A node 1.. of a box of several is held while node 0 is up, but that is not its own
+    # use: once node 0 has stopped (every node idle), its own idle time already counts.
+    held = list(signals.get("follow", []))
     # A reading that cannot be taken (GPU, Jupyter, the process table) might hide work:
     # wait longer, but never for ever (a broken driver must not keep a GPU billing for a week).
     uncertain = list(signals.get("unknown", []))
@@ -61,12 +63,13 @@ def decide(config, state, signals, now):
         last_active=last,
         last_check=now,
         idle_seconds=idle_seconds,
-        busy=busy,
+        busy=busy + held,
+        held=held,
         uncertain=uncertain,
         limit_seconds=limit,
     )
     actions = []
-    if not config.get("enabled", True):
+    if not config.get("enabled", True) or held:
         if state.get("warned_at"):
             actions.append(("clear", ""))
         state["warned_at"] = None
