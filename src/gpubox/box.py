@@ -358,7 +358,7 @@ def _record_run(state: State, box: Box) -> None:
             # It stopped and started again while gpubox was not looking (the console):
             # that run ended before this launch, at the latest.
             state.run_stopped(box.name, launched)
-        state.run_started(box.name, box.type, box.price_per_hour, launched)
+        state.run_started(box.name, box.type, box.price_per_hour, launched, box.get("cluster"))
     elif box.state in (BoxState.STOPPED, BoxState.TERMINATED):
         # The provider's time of the stop when it knows it (an idle stop at night is
         # noticed only at the next `status`), else now.

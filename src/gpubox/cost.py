@@ -339,13 +339,30 @@ def report(
                  address_per_hour=address_of(b))  # fmt: skip
         for b in boxes
     ]
-    costs = as_one_box(boxes, costs)
+    rows: list[BoxCost | str] = list(as_one_box(boxes, costs))
     live = {b.name for b in boxes}
+    clusters: dict[str, list[BoxCost]] = {}
     for name in sorted(set(gone) - live):
-        gone_cost = gone_box_cost(name, runs_of(name), now)
-        if gone_cost.month_compute > 0:  # in this month's bill
-            costs.append(gone_cost)
-    return CostReport(now=now, boxes=tuple(costs), images=tuple(images))
+        runs = runs_of(name)
+        gone_cost = gone_box_cost(name, runs, now)
+        if gone_cost.month_compute <= 0:  # not in this month's bill
+            continue
+        cluster = next((r.get("cluster") for r in runs if r.get("cluster")), None)
+        if cluster and cluster not in live:  # a `down`ed box of several nodes: one row
+            if cluster not in clusters:
+                clusters[cluster] = []
+                rows.append(cluster)  # its place in the list, filled below
+            clusters[cluster].append(gone_cost)
+        else:
+            rows.append(gone_cost)
+    made = [_summed(r, sorted(clusters[r], key=lambda n: (n.name != r, _rank(n.name))))
+            if isinstance(r, str) else r for r in rows]
+    return CostReport(now=now, boxes=tuple(made), images=tuple(images))
+
+
+def _rank(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def as_one_box(boxes: Sequence[Box], costs: Sequence[BoxCost]) -> list[BoxCost]:

@@ -80,6 +80,8 @@ MIGRATIONS: list[str] = [
     """,
     # 3: a tunnel's URL is kept without its Jupyter token (the token lives in its 0600 file)
     "UPDATE tunnels SET url = substr(url, 1, instr(url, '?') - 1) WHERE instr(url, '?') > 0",
+    # 4: which box of several nodes a run was a node of (cost keeps a `down`ed one as one)
+    "ALTER TABLE runs ADD COLUMN cluster TEXT",
 ]
 
 # How the cache says it is not being kept (once per process); the CLI's stderr by default.
@@ -263,14 +265,18 @@ class State:
         )
 
     # runs (cost history) ---------------------------------------------------
-    def run_started(self, name: str, type_: str | None, price: float | None, at: float) -> None:
+    def run_started(
+        self, name: str, type_: str | None, price: float | None, at: float,
+        cluster: str | None = None,
+    ) -> None:
         open_run = self._db.execute(
             "SELECT rowid FROM runs WHERE name = ? AND stopped_at IS NULL", (name,)
         ).fetchone()
         if open_run is None:
             self._db.execute(
-                "INSERT INTO runs(name, type, price_per_hour, started_at) VALUES (?, ?, ?, ?)",
-                (name, type_, price, at),
+                "INSERT INTO runs(name, type, price_per_hour, started_at, cluster) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, type_, price, at, cluster),
             )
 
     def run_stopped(self, name: str, at: float) -> None:

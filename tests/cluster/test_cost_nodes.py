@@ -78,3 +78,34 @@ def test_the_cost_table_shows_one_row_with_the_node_count(capsys):
     assert "$65.55" in rows[0]  # 2 x (32.77 + 0.005) per hour now
     assert "pair-1" not in out
     assert "$0.005/h" in shown.err  # the address's price is per node, not summed
+
+
+def test_a_downed_box_of_several_nodes_stays_one_row_in_the_months_total():
+    gone_runs = {
+        "pair": [{"started_at": NOW - 3 * HOUR, "stopped_at": NOW - HOUR,
+                  "price_per_hour": 32.77, "cluster": "pair"}],
+        "pair-1": [{"started_at": NOW - 3 * HOUR, "stopped_at": NOW - HOUR,
+                    "price_per_hour": 32.77, "cluster": "pair"}],
+        "solo": [{"started_at": NOW - HOUR, "stopped_at": NOW - HOUR / 2,
+                  "price_per_hour": 32.77, "cluster": None}],
+    }  # fmt: skip
+    report = cost.report([], gone_runs.__getitem__, [], NOW, hourly_of=lambda b: P4D,
+                         storage_of=lambda b: GP3, gone=["pair-1", "solo", "pair"])
+    assert [(b.name, b.nodes, b.state) for b in report.boxes] == [
+        ("pair", 2, "terminated"), ("solo", 1, "terminated")]
+    pair = report.boxes[0]
+    assert [n.name for n in pair.node_costs] == ["pair", "pair-1"]
+    assert pair.hours_run == pytest.approx(4.0) and pair.month == pytest.approx(4 * 32.77)
+
+
+def test_a_nodes_run_remembers_its_box(tmp_path):
+    from gpubox.state import State
+
+    state = State(tmp_path / "state.sqlite")
+    try:
+        state.run_started("pair-1", "p4d.24xlarge", 32.77, NOW, "pair")
+        state.run_started("solo", "g5.xlarge", 1.0, NOW)
+        assert [(r["name"], r["cluster"]) for r in state.runs()] == [
+            ("pair-1", "pair"), ("solo", None)]
+    finally:
+        state.close()

@@ -117,6 +117,11 @@ def test_two_nodes_in_one_cluster_placement_group_and_down_removes_everything(
     assert not client.describe_key_pairs(
         Filters=[{"Name": "key-name", "Values": ["gpubox-duo"]}])["KeyPairs"]
     assert not (isolation / "data" / "keys" / "duo.pem").exists()
+    # The month's bill keeps what the nodes ran: as one box, as before `down`.
+    billed = gpubox("cost", "--json")
+    assert billed.returncode == 0, billed.stderr
+    rows = [(b["name"], b["nodes"], b["state"]) for b in json.loads(billed.stdout)["boxes"]]
+    assert rows == [("duo", 2, "terminated")], rows
 
 
 def test_a_node_that_cannot_launch_is_named_and_the_nodes_made_are_terminated(
