@@ -83,6 +83,10 @@ def isolation(tmp_path, monkeypatch):
     # Boxes are searched for in us-east-1 (and where a test made one): moto answers a
     # scan of all its 26 enabled regions in ~15 s on 2 cores. Tests of the scan unset it.
     monkeypatch.setenv("GPUBOX_AWS_REGIONS", "us-east-1")
+    # Jupyter servers and kernels a test starts write their runtime files and IPython's
+    # history here, not under this account's HOME (uv's package cache is shared on purpose).
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT", "GPUBOX_KEEP_BIN_DIR",
             "GPUBOX_AWS_REGIONS")
     for name in list(__import__("os").environ):

@@ -118,11 +118,15 @@ def start_sshd(
 ) -> SshdServer:
     """Start `/usr/sbin/sshd -D -e` under `root` with a fresh host key; wait until it listens.
 
-    session_env: variables sshd sets in every session (its SetEnv), e.g. a HOME of the
-    test's own so that a "far side" run as this machine's root writes only there.
+    session_env: variables sshd sets in every session (its SetEnv); by default a HOME of
+    the test's own (root/home), so that a "far side" run as this machine's root (Jupyter,
+    IPython's history, the agent) writes only there.
     """
     root.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+    if session_env is None:  # what the far side writes under ~ stays in the test's folder
+        (root / "home").mkdir(exist_ok=True)
+        session_env = {"HOME": str(root / "home")}
     host_key = keygen(root / "host_ed25519", "test-host")
     if user_key is None:
         user_key = keygen(root / "user_ed25519", "test-user")
