@@ -270,7 +270,8 @@ def test_chromium_renders_jupyterlab_through_the_tunnel(far, far_tunnel, tmp_pat
         profile = tmp_path / f"profile-{len(extra)}"
         return subprocess.run([*common, f"--user-data-dir={profile}", *extra, url],
                               capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL,
+                              env={**os.environ, "HOME": str(tmp_path / "browser-home")})
 
     dom = chromium("--dump-dom").stdout
     assert "<title>JupyterLab</title>" in dom or "jp-LabShell" in dom, dom[:500]

@@ -54,8 +54,12 @@ def _setup_step_told(name: str, on_step: Callable[[Any], None] | None) -> Callab
     """Setup's step events, each also the step an interruption names."""
 
     def told(event: Any) -> None:
-        if getattr(event, "status", "") == "start":
+        status = getattr(event, "status", "")
+        if status == "start":
             inflight.step(f"setting up '{name}', step {event.step} (a re-run skips the steps done)")
+        elif status in ("done", "skip"):  # until the next step says it has started
+            inflight.step(f"setting up '{name}', after step {event.step} (a re-run skips the "
+                          "steps done)")
         if on_step is not None:
             on_step(event)
 

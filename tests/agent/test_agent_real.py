@@ -45,7 +45,8 @@ def jupyter(tmp_path_factory):
     runtime, root = base / "runtime", base / "notebooks"
     root.mkdir()
     port = free_port()
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)}
+    # Its kernels' IPython history too (this fixture starts before the isolation fixture).
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "IPYTHONDIR": str(base / "ipython")}
     log = (base / "server.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip", "127.0.0.1",

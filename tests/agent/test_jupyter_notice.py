@@ -132,6 +132,7 @@ def test_the_open_jupyterlab_page_shows_the_warning_and_drops_it_when_the_box_is
          "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={debug_port}",
          f"{lab['url']}/lab?token={TOKEN}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(tmp_path / "browser-home")},  # its dconf, caches
     )  # fmt: skip
     try:
         def page_target():
