@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import gzip
 import shlex
+import threading
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -31,14 +32,24 @@ NOT_AT_BOOT = ("spot_watch.py", "jupyter_notice.py", "idle_peers.py")
 PAYLOAD_END = "__GPUBOX_AGENT__"
 
 
+# Compacted once per process, under a lock: `bench --types` and the nodes of a box
+# launch in parallel threads, and CPython 3.11's ast.parse is not safe across threads
+# ("SystemError: AST constructor recursion depth mismatch", seen in this suite).
+_AGENT_FILES: dict[str, str] = {}
+_AGENT_FILES_LOCK = threading.Lock()
+
+
 def agent_files() -> dict[str, str]:
     """The agent's modules the guard installs, by file name, compacted."""
-    folder = resources.files("gpubox.remote") / "agent"
-    return {
-        f.name: compact(f.read_text())
-        for f in sorted(folder.iterdir(), key=lambda f: f.name)
-        if f.name.endswith(".py") and f.name not in NOT_AT_BOOT
-    }
+    with _AGENT_FILES_LOCK:
+        if not _AGENT_FILES:
+            folder = resources.files("gpubox.remote") / "agent"
+            _AGENT_FILES.update({
+                f.name: compact(f.read_text())
+                for f in sorted(folder.iterdir(), key=lambda f: f.name)
+                if f.name.endswith(".py") and f.name not in NOT_AT_BOOT
+            })  # fmt: skip
+        return dict(_AGENT_FILES)
 
 
 def compact(source: str) -> str:

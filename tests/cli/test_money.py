@@ -4,6 +4,7 @@ cost, image, images, image rm, gc, autostop, with their bad inputs."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -140,8 +141,13 @@ def test_cost_keeps_a_downed_box_in_the_month(capsys, box1, settings):
     report = json.loads(out)
     (gone,) = report["boxes"]
     assert (gone["name"], gone["state"]) == ("b1", "terminated")
-    assert gone["month_compute"] == pytest.approx(2 * 0.526, rel=0.05)
-    assert report["month_so_far"] == pytest.approx(2 * 0.526, rel=0.05)
+    assert gone["spent_compute"] == pytest.approx(2 * 0.526, rel=0.05)
+    # This month's part: all of it, unless the month began less than 2 h ago.
+    from gpubox.cost import month_start
+
+    hours = min(2.0, (time.time() - month_start(time.time())) / 3600)
+    assert gone["month_compute"] == pytest.approx(hours * 0.526, rel=0.05, abs=0.01)
+    assert report["month_so_far"] == pytest.approx(hours * 0.526, rel=0.05, abs=0.01)
     assert report["running_per_hour"] == 0
 
 
