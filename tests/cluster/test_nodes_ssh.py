@@ -105,7 +105,9 @@ def test_ctrl_c_stops_the_command_on_every_node(sshd, isolation, tmp_path):
          f"echo $$ > {marks}/$GPUBOX_NODE_RANK; echo started; sleep 300"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
+    # The shell makes each file before `echo` has written the pid into it.
+    written = lambda: [p for p in marks.iterdir() if p.read_text().strip()]  # noqa: E731
+    while len(written()) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     pids = [int(p.read_text()) for p in sorted(marks.iterdir())]
     assert len(pids) == 2
