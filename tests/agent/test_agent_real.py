@@ -224,8 +224,8 @@ def test_loop_mode_polls_by_itself_and_off_ends_it(agent, jupyter):
     out = agent.install(minutes=0.05, warn=0.01, mode="loop", poll=0.5)
     assert out["mode"] == "loop" and "does NOT survive a reboot" in out["message"]
     pid = json.loads((agent.home / "state" / "idle-loop.json").read_text())["pid"]
-    wait_for(lambda: agent.stops.exists(), timeout=60)
-    assert "stopped" in agent.stops.read_text()
+    # `echo stopped >> file` makes the file before it writes the word.
+    wait_for(lambda: agent.stops.exists() and "stopped" in agent.stops.read_text(), timeout=60)
 
     out = agent.install(minutes="off", warn=1)
     assert out == {"enabled": False, "mode": "none", "can_stop": True,
