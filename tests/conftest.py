@@ -87,6 +87,8 @@ def isolation(tmp_path, monkeypatch):
     # history here, not under this account's HOME (uv's package cache is shared on purpose).
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    # jupyter_lsp (in every Jupyter server here) runs `npm prefix -g`, which logs under npm's cache.
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm"))
     keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT", "GPUBOX_KEEP_BIN_DIR",
             "GPUBOX_AWS_REGIONS")
     for name in list(__import__("os").environ):

@@ -46,7 +46,9 @@ def jupyter(tmp_path_factory):
     root.mkdir()
     port = free_port()
     # Its kernels' IPython history too (this fixture starts before the isolation fixture).
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "IPYTHONDIR": str(base / "ipython")}
+    # jupyter_lsp asks `npm prefix -g` at start: npm's log goes here too, not to ~/.npm.
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "IPYTHONDIR": str(base / "ipython"),
+           "npm_config_cache": str(base / "npm")}
     log = (base / "server.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip", "127.0.0.1",
