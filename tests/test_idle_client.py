@@ -165,7 +165,7 @@ def test_bad_max_hours_are_refused_with_a_hint(text):
 # --- end to end: the real command, this machine as the box ---------------------------
 @pytest.mark.slow
 def test_a_local_box_left_alone_stops_and_a_failed_stop_is_loud_until_one_works(tmp_path):
-    """`gpubox up --provider local --no-setup`, then `gpubox autostop g1 1m --max-hours 5`.
+    """`gpubox up --provider local --no-setup`, then `gpubox autostop g1 1m --max-hours N`.
     The stop command is the setting idle_stop_command: it fails as `sudo -n shutdown` does
     without sudo until the test allows it, then writes a file. The agent's clock is a file
     (GPUBOX_AGENT_CLOCK) and its poll is half a second, so three hours pass at once."""
@@ -204,12 +204,18 @@ def test_a_local_box_left_alone_stops_and_a_failed_stop_is_loud_until_one_works(
             time.sleep(0.5)
         raise AssertionError(f"not true within {timeout}s")
 
+    from gpubox.idle import describe_hours
+
+    # The uptime cap is this machine's (its boot): above any uptime the test's clock reaches.
+    with open("/proc/uptime") as handle:
+        cap = int(float(handle.read().split()[0]) // 3600) + 100
     gpubox("up", "g1", "--provider", "local", "--no-setup")
-    said = gpubox("autostop", "g1", "1m", "--max-hours", "5")
-    assert "idle auto-stop after 1m" in said.stderr and "after 5h of uptime" in said.stdout
+    said = gpubox("autostop", "g1", "1m", "--max-hours", str(cap))
+    assert "idle auto-stop after 1m" in said.stderr
+    assert f"after {describe_hours(cap)} of uptime" in said.stdout
     try:
         seen = guard()
-        assert seen["enabled"] and seen["limit_minutes"] == 1 and seen["max_hours"] == 5
+        assert seen["enabled"] and seen["limit_minutes"] == 1 and seen["max_hours"] == cap
         assert seen["running"] is True and seen["stop_failed_at"] is None
         assert seen["idle_seconds"] < 60
 
