@@ -237,12 +237,21 @@ def agent_files() -> list[Path]:
 
 
 def ensure_agent(runner: Runner) -> None:
-    """Copy the agent to the host when it is missing or older than this gpubox's."""
-    for local in agent_files():
-        remote = f"{AGENT_DIR_ON_HOST}/{local.name}"
-        found = runner.run(f"cat {remote} 2>/dev/null || true", check=False).stdout
-        if found != local.read_text():
-            runner.put(local, remote, mode=0o644)
+    """Copy the agent's files to the host that are missing or differ from this gpubox's:
+    one look at all of them (their SHA-256 on the host), then a copy of each that differs."""
+    import hashlib
+
+    files = agent_files()
+    names = " ".join(shlex.quote(f.name) for f in files)
+    looked = runner.run(f"cd {AGENT_DIR_ON_HOST} 2>/dev/null && sha256sum -- {names} 2>/dev/null; true",
+                        check=False).stdout  # fmt: skip
+    found = {}
+    for line in looked.splitlines():
+        digest, _, name = line.partition("  ")
+        found[name.strip()] = digest.strip()
+    for local in files:
+        if found.get(local.name) != hashlib.sha256(local.read_bytes()).hexdigest():
+            runner.put(local, f"{AGENT_DIR_ON_HOST}/{local.name}", mode=0o644)
 
 
 def agent_json(
