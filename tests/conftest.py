@@ -41,8 +41,6 @@ MACHINE_WIDE = (
     "tests/agent/",
     "tests/test_idle_client.py",
     "tests/cluster/test_idle_nodes.py",
-    "tests/cluster/test_netns.py",
-    "tests/cluster/test_scale_nodes.py",
 )
 
 

@@ -37,6 +37,20 @@ class FarHost:
         )  # fmt: skip
 
 
+def site_env(base_url: str) -> dict[str, str]:
+    """This process's environment plus the settings that point the bootstrap at the local
+    site (`make_site` served at base_url) and a free Jupyter port."""
+    return {
+        **os.environ,
+        "GPUBOX_NOTEBOOKS_URL": f"{base_url}/d2l-en.zip",
+        "GPUBOX_TORCH_INDEX_URL": f"{base_url}/whl",
+        "GPUBOX_PIP_FIND_LINKS": "/opt/wheels",
+        "GPUBOX_FRAMEWORK_PACKAGES": "torch==2.13.0",
+        "GPUBOX_JUPYTER_PORT": str(free_port()),
+        "COLUMNS": "200",
+    }
+
+
 @contextlib.contextmanager
 def far_host(tmp_path: Path, *, user_key: Path | None = None, box: str) -> Iterator[FarHost]:
     """Start it; at the end close `box`'s tunnel and kill what the bootstrap started."""
@@ -49,15 +63,7 @@ def far_host(tmp_path: Path, *, user_key: Path | None = None, box: str) -> Itera
     (tmp_path / "site").mkdir()
     make_site(tmp_path / "site")
     with serve(tmp_path / "site") as base_url:
-        host = FarHost(server, home, {
-            **os.environ,
-            "GPUBOX_NOTEBOOKS_URL": f"{base_url}/d2l-en.zip",
-            "GPUBOX_TORCH_INDEX_URL": f"{base_url}/whl",
-            "GPUBOX_PIP_FIND_LINKS": "/opt/wheels",
-            "GPUBOX_FRAMEWORK_PACKAGES": "torch==2.13.0",
-            "GPUBOX_JUPYTER_PORT": str(free_port()),
-            "COLUMNS": "200",
-        })  # fmt: skip
+        host = FarHost(server, home, site_env(base_url))
         try:
             yield host
         finally:

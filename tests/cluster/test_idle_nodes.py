@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.agent.agent_modules import SCRIPT
+from tests.cluster.nodes import node0_sshd_of
 from tests.sshd import free_port
 
 pytestmark = [pytest.mark.sshd]
@@ -93,21 +94,12 @@ def test_something_else_at_node_0s_address_is_not_node_0(agent):
 
 
 def test_node_0s_address_for_the_others_is_where_they_reach_its_sshd(sshd, isolation):
-    from gpubox import cluster, config
-    from gpubox.state import open_state
-
     host = f"{sshd.user}@127.0.0.1:{sshd.port}"
     made = subprocess.run([sys.executable, "-m", "gpubox", "up", "pair", "--host", host, "--host",
                            host, "--key", str(sshd.key_path), "--no-setup"],
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert made.returncode == 0, made.stderr
-    settings = config.load()
-    state = open_state(settings.state_path)
-    try:
-        head = cluster.nodes_of(settings, state, "pair")[0].box
-        assert cluster.node0_sshd(settings, head) == f"127.0.0.1:{sshd.port}"
-    finally:
-        state.close()
+    assert node0_sshd_of("pair") == f"127.0.0.1:{sshd.port}"
 
 
 # --- node 0 decides with every node's use (idle_peers.py) ------------------------------

@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from tests.cluster.nodes import node0_sshd_of
 from tests.providers.aws.moto_seed import seed_images
 
 SSH_FROM = "203.0.113.7/32"
@@ -86,16 +87,8 @@ def test_two_nodes_in_one_cluster_placement_group_and_down_removes_everything(
     assert {b["extra"]["private_ip"] for b in listed} == {i["PrivateIpAddress"] for i in nodes}
     assert "idle guard: node 0 ('duo') stops after" not in made.stderr  # --no-setup:
     assert "each node stops on its own idle limit" in made.stderr.replace("\n", " ")
-    from gpubox import cluster, config
-    from gpubox.state import open_state
-
-    settings = config.load()  # the other nodes' guards follow node 0 at its private IP
-    state = open_state(settings.state_path)
-    try:
-        head = cluster.nodes_of(settings, state, "duo")[0].box
-        assert cluster.node0_sshd(settings, head) == f"{nodes[0]['PrivateIpAddress']}:22"
-    finally:
-        state.close()
+    # The other nodes' guards follow node 0 at its private IP.
+    assert node0_sshd_of("duo") == f"{nodes[0]['PrivateIpAddress']}:22"
 
     stopped = gpubox("stop", "duo")  # every node stops and starts with the box
     assert stopped.returncode == 0, stopped.stderr

@@ -16,12 +16,11 @@ import sys
 import pytest
 import requests
 
-from tests.cli.farhost import URL_RE
+from tests.cli.farhost import URL_RE, site_env
 from tests.sshd import keygen, start_sshd
 from tests.test_bootstrap import (
     REAL_UV_CACHE,
     TORCH_WHEEL,
-    free_port,
     kill_host_servers,
     make_site,
     serve,
@@ -47,13 +46,8 @@ def test_up_sets_up_every_node_at_once_with_jupyter_on_node_0_and_joined_guards(
     make_site(tmp_path / "site")
     try:
         with serve(tmp_path / "site") as base_url:
-            env = {**os.environ, "COLUMNS": "200",
-                   "GPUBOX_NOTEBOOKS_URL": f"{base_url}/d2l-en.zip",
-                   "GPUBOX_TORCH_INDEX_URL": f"{base_url}/whl",
-                   "GPUBOX_PIP_FIND_LINKS": "/opt/wheels",
-                   "GPUBOX_FRAMEWORK_PACKAGES": "torch==2.13.0",
-                   # One port for both: on one machine they would clash, were Jupyter on both.
-                   "GPUBOX_JUPYTER_PORT": str(free_port())}  # fmt: skip
+            # One Jupyter port for both: on one machine they would clash, were Jupyter on both.
+            env = site_env(base_url)
             for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                          "AWS_SECURITY_TOKEN"):  # fmt: skip
                 env.pop(name, None)

@@ -8,6 +8,7 @@ client gpubox uses (moto has none for ec2).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -187,15 +188,21 @@ def test_without_any_region_other_regions_are_not_tried(provider, ec2, full):
     assert not any("us-west-2" in m for m in provider.messages if m.startswith("try "))
 
 
-def test_a_full_quota_stops_up_before_anything_is_made(provider, ec2):
+@contextlib.contextmanager
+def quota_of(provider, code: str, name: str, vcpus: float):
+    """Service Quotas (absent in moto) answers this quota once, on the client gpubox uses."""
     sq = session.client(provider.settings, "service-quotas", "us-east-1")
     with Stubber(sq) as stub:
         stub.add_response(
             "get_service_quota",
-            {"Quota": {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA", "Value": 0.0,
-                       "QuotaName": "Running On-Demand G and VT instances"}},
-            {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"},
-        )  # fmt: skip
+            {"Quota": {"ServiceCode": "ec2", "QuotaCode": code, "Value": vcpus, "QuotaName": name}},
+            {"ServiceCode": "ec2", "QuotaCode": code},
+        )
+        yield
+
+
+def test_a_full_quota_stops_up_before_anything_is_made(provider, ec2):
+    with quota_of(provider, "L-DB2E81BA", "Running On-Demand G and VT instances", 0.0):
         with pytest.raises(QuotaExceeded) as caught:
             provider.launch(spec())
     assert "needs 4 vCPUs" in caught.value.message
@@ -306,14 +313,7 @@ def test_a_new_up_asks_aws_each_question_once(aws, capsys, monkeypatch):
 
 def test_the_quota_must_hold_every_node_of_a_box_before_any_is_made(provider, ec2):
     """`up duo --nodes 4 --type p4d.24xlarge`: room for one node is not enough."""
-    sq = session.client(provider.settings, "service-quotas", "us-east-1")
-    with Stubber(sq) as stub:
-        stub.add_response(
-            "get_service_quota",
-            {"Quota": {"ServiceCode": "ec2", "QuotaCode": "L-417A185B", "Value": 192.0,
-                       "QuotaName": "Running On-Demand P instances"}},
-            {"ServiceCode": "ec2", "QuotaCode": "L-417A185B"},
-        )  # fmt: skip
+    with quota_of(provider, "L-417A185B", "Running On-Demand P instances", 192.0):
         with pytest.raises(QuotaExceeded) as caught:
             provider.launch(spec(name="duo", type="p4d.24xlarge", cluster="duo", nodes=4))
     assert "4 nodes of p4d.24xlarge need 384 vCPUs" in caught.value.message
