@@ -222,3 +222,23 @@ def test_the_report_key_runs_the_report_and_nothing_else(pair):
     pair(0, "peer-accept", "--node", "1", "--key", again)
     lines = (pair.homes[0] / ".ssh/authorized_keys").read_text().splitlines()
     assert len(lines) == 1 and lines[0].startswith('restrict,command="env GPUBOX_AGENT_HOME=')
+
+
+def test_nodes_accepted_at_once_all_keep_their_line_on_node_0(tmp_path):
+    """Eight `peer-accept`s as eight real processes at once, as two gpubox commands joining
+    a box's nodes at the same time would run them: no line and no node is lost."""
+    from tests.sshd import keygen
+
+    home = tmp_path / "node0"
+    env = {**os.environ, "GPUBOX_AGENT_HOME": str(home / ".gpubox"), "HOME": str(home)}
+    keys = [keygen(tmp_path / f"key{n}", f"node{n}") for n in range(1, 9)]
+    procs = [subprocess.Popen([sys.executable, str(SCRIPT), "peer-accept", "--node", str(n),
+                               "--key", (tmp_path / f"key{n}.pub").read_text().strip()],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for n, _ in zip(range(1, 9), keys, strict=True)]  # fmt: skip
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    lines = (home / ".ssh/authorized_keys").read_text().splitlines()
+    assert sorted(line.rsplit(" ", 1)[-1] for line in lines) == [str(n) for n in range(1, 9)]
+    config = json.loads((home / ".gpubox/state/idle-config.json").read_text())
+    assert config["peers"] == list(range(1, 9))

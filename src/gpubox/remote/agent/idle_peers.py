@@ -20,6 +20,7 @@ the nodes follow it down (idle_signals.node0_up). Standard library only, Python 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -78,21 +79,25 @@ def accept(node, key, authorized=None):
     if not os.path.isdir(folder):
         os.makedirs(folder, mode=0o700)
     comment = KEY_COMMENT.format(node)
-    try:
-        with open(authorized) as handle:
-            lines = [line.rstrip("\n") for line in handle]
-    except OSError:
-        lines = []
-    lines = [line for line in lines if not line.endswith(" " + comment)]
     command = forced_command(node).replace("\\", "\\\\").replace('"', '\\"')
-    lines.append(f'restrict,command="{command}" {parts[0]} {parts[1]} {comment}')
-    tmp = authorized + ".gpubox-tmp"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, authorized)
-    config = read_json(path("state", "idle-config.json"), {})
-    config["peers"] = sorted(set(config.get("peers") or []) | {node})
-    write_json(path("state", "idle-config.json"), config)
+    os.makedirs(path("state"), exist_ok=True)
+    # Two gpubox commands joining nodes at once must not lose each other's lines.
+    with open(path("state", "peers.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(authorized) as handle:
+                lines = [line.rstrip("\n") for line in handle]
+        except OSError:
+            lines = []
+        lines = [line for line in lines if not line.endswith(" " + comment)]
+        lines.append(f'restrict,command="{command}" {parts[0]} {parts[1]} {comment}')
+        tmp = f"{authorized}.gpubox-{os.getpid()}"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write("".join(line + "\n" for line in lines))
+        os.replace(tmp, authorized)
+        config = read_json(path("state", "idle-config.json"), {})
+        config["peers"] = sorted(set(config.get("peers") or []) | {node})
+        write_json(path("state", "idle-config.json"), config)
     return {"node": node, "authorized_keys": authorized}
 
 
