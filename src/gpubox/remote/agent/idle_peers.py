@@ -75,9 +75,7 @@ def accept(node, key, authorized=None):
     if len(parts) < 2 or not _KEY_LINE.match(parts[0] + " " + parts[1]):
         raise SystemExit(f"not an SSH public key: {key[:40]!r}")
     authorized = authorized or os.path.expanduser("~/.ssh/authorized_keys")
-    folder = os.path.dirname(authorized)
-    if not os.path.isdir(folder):
-        os.makedirs(folder, mode=0o700)
+    os.makedirs(os.path.dirname(authorized), mode=0o700, exist_ok=True)  # 0700 when made here
     comment = KEY_COMMENT.format(node)
     command = forced_command(node).replace("\\", "\\\\").replace('"', '\\"')
     os.makedirs(path("state"), exist_ok=True)
