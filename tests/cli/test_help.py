@@ -85,3 +85,24 @@ def test_every_command_in_the_readme_exists():
         named.add(parts if parts in paths else parts[:1])
     missing = sorted(" ".join(p) for p in named if p not in paths)
     assert missing == []
+
+
+def test_no_command_imports_pydantic(tmp_path):
+    """typer 0.29 imports pydantic while building a command's parameters (~150 ms a command);
+    pyproject pins below it. `status` in an empty HOME builds the same parameters as any
+    command, so `-X importtime` shows whether pydantic comes back (an import test, not a timing)."""
+    env = {
+        k: v for k, v in __import__("os").environ.items() if not k.startswith(("GPUBOX_", "AWS_"))
+    }
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true",
+               GPUBOX_HOME=str(tmp_path / "gpubox"))
+    for args in (["--help"], ["status"], ["up", "--help"]):
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "gpubox", *args],
+            capture_output=True, text=True, env=env, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        imported = [line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
+                    if line.startswith("import time:")]
+        assert "typer" in imported  # the probe sees imports at all
+        assert [m for m in imported if m.split(".")[0] in ("pydantic", "pydantic_core")] == []
