@@ -418,9 +418,10 @@ def status(
             unreachable = exc
             boxes.extend(b for b in cached if b.provider == "aws")
     if unreachable is not None and warnings is not None:
-        warnings.append(
-            f"AWS could not be asked ({unreachable.message}); AWS boxes are shown as last seen"
-        )
+        from gpubox.providers.aws.session import unlisted_warning
+
+        last_seen = sum(b.provider == "aws" and b.state is not BoxState.TERMINATED for b in cached)
+        warnings.append(unlisted_warning(settings, unreachable, last_seen))
     seen = {b.name for b in boxes}
     for box in boxes:
         state.remember(box)

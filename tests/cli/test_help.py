@@ -106,3 +106,5 @@ def test_no_command_imports_pydantic(tmp_path):
                     if line.startswith("import time:")]
         assert "typer" in imported  # the probe sees imports at all
         assert [m for m in imported if m.split(".")[0] in ("pydantic", "pydantic_core")] == []
+        # No AWS credentials configured: nothing to ask AWS with, so boto3 stays unloaded.
+        assert "boto3" not in imported and "botocore" not in imported, args

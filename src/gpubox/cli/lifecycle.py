@@ -416,6 +416,10 @@ def status_cmd(
 ) -> None:
     """List your boxes with state, type, region, address, uptime and $/h.
 
+    When AWS cannot be asked (offline, a misspelt AWS_PROFILE, keys AWS refuses), the
+    boxes here and on your ssh hosts are still listed, with one warning line saying why
+    the AWS boxes could not be listed; the exit code stays 0, so read that line.
+
     Example: gpubox status --json
     """
     from gpubox import cluster
@@ -440,6 +444,9 @@ def status_cmd(
         if open_forwards:
             rows[0]["forwards"] = [dataclasses.asdict(f) for f in open_forwards]
         render.print_json(rows)
+        return
+    if not boxes and warnings:  # AWS could not be asked: not "no boxes yet"
+        render.info("no boxes on this machine or your ssh hosts")
         return
     if not boxes:
         render.info("no boxes yet; make one with `gpubox up NAME --provider local` (or --type, --host)")

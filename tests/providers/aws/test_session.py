@@ -138,6 +138,33 @@ def test_status_offline_asks_aws_twice_at_most_and_still_lists_other_boxes(isola
     done = gpubox("status", "--refresh")
     listener.close()
     assert done.returncode == 0, done.stderr
-    assert "here" in done.stdout and "AWS could not be asked" in done.stderr
+    assert "here" in done.stdout and "AWS boxes could not be listed" in done.stderr
     # The region list (one call) is all it gets to: two tries, not five.
     assert 1 <= len(accepted) <= 2, accepted
+
+
+def test_has_credentials_sees_files_and_named_profiles_and_needs_no_boto3_without(
+    isolation, tmp_path, monkeypatch
+):
+    """No AWS variable and no AWS file: AWS is not asked (and boto3 not imported for it);
+    a credentials file or a profile name, even a misspelt one, means AWS must be asked."""
+    from gpubox import config
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    session.aws_session.cache_clear()
+    assert session.has_credentials(config.load()) is False
+
+    (tmp_path / "creds").write_text("[default]\naws_access_key_id = AKIAX\naws_secret_access_key = s\n")
+    session.aws_session.cache_clear()
+    assert session.has_credentials(config.load()) is True
+    (tmp_path / "creds").unlink()
+
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    session.aws_session.cache_clear()
+    assert session.has_credentials(config.load()) is True
+    session.aws_session.cache_clear()

@@ -100,10 +100,8 @@ class AwsSession:
                 self._session = boto3.Session(profile_name=self.settings.profile)
             except botocore.exceptions.ProfileNotFound as exc:
                 # The name may come from AWS_PROFILE rather than the setting: ask botocore.
-                name = exc.kwargs.get("profile") or self.settings.profile
-                raise CredentialsError(
-                    f"AWS profile '{name}' is not configured",
-                    hint="run `aws configure --profile NAME`, or set `gpubox config profile`",
+                raise profile_not_found(
+                    exc.kwargs.get("profile") or self.settings.profile, "", self.settings
                 ) from None
         return self._session
 
@@ -168,6 +166,27 @@ def default_region(settings: Settings) -> str:
     return aws_session(settings).default_region()
 
 
+def profile_not_found(
+    name: str | None, prefix: str = "", settings: Settings | None = None
+) -> CredentialsError:
+    """A named AWS profile that no AWS file defines: which, where its name came from, and
+    what to do (a typo in AWS_PROFILE is the usual cause)."""
+    import os
+
+    if settings is not None and settings.profile == name:
+        origin = "the profile setting"
+    elif os.environ.get("AWS_PROFILE") == name:
+        origin = "AWS_PROFILE"
+    else:
+        origin = "AWS_DEFAULT_PROFILE" if os.environ.get("AWS_DEFAULT_PROFILE") == name else ""
+    where = f" (named by {origin})" if origin else ""
+    return CredentialsError(
+        f"{prefix}AWS profile '{name}' is not configured{where}",
+        hint=f"check its spelling, or run `aws configure --profile {name}`; "
+        "`aws configure list-profiles` lists the profiles there are",
+    )
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a botocore ClientError, or ""."""
     response = getattr(exc, "response", None) or {}
@@ -182,7 +201,7 @@ def map_error(exc: BaseException, doing: str = "") -> GpuboxError | None:
     if isinstance(exc, (bex.NoCredentialsError, bex.PartialCredentialsError)):
         return CredentialsError(f"{prefix}no usable AWS credentials ({exc})", hint=CREDENTIALS_HINT)
     if isinstance(exc, bex.ProfileNotFound):
-        return CredentialsError(f"{prefix}{exc}", hint=CREDENTIALS_HINT)
+        return profile_not_found(exc.kwargs.get("profile"), prefix)
     if isinstance(exc, bex.NoRegionError):
         return InvalidInput(f"{prefix}no AWS region is set", hint="pass --region or set AWS_REGION")
     # Connection refused, DNS, a timeout, a connection closed mid-answer, TLS, a proxy.
@@ -240,14 +259,60 @@ def caller_identity(settings: Settings) -> dict[str, str]:
     return {k: found[k] for k in ("Account", "Arn", "UserId") if k in found}
 
 
+# What boto3 reads credentials from besides its two files (botocore's provider chain).
+CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
+
+
+def _may_have_credentials(settings: Settings) -> bool:
+    """Whether any credentials are configured, without importing boto3 (~130 ms): none of
+    its environment variables and neither of its files means nothing to ask with. (An EC2
+    instance role alone is not seen here; gpubox asks AWS there once it has used AWS.)"""
+    import os
+    from pathlib import Path
+
+    if settings.profile or any(os.environ.get(name) for name in CREDENTIAL_ENV):
+        return True
+    files = (
+        os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
+        os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config",
+    )
+    return any(Path(f).expanduser().is_file() for f in files)
+
+
 def has_credentials(settings: Settings) -> bool:
-    """Whether boto3 finds AWS credentials at all (no network call when they are set)."""
+    """Whether AWS must be asked: boto3 finds credentials (no network call when they are
+    set), or a profile is named that does not work (asking says why: a typo in AWS_PROFILE
+    must not hide every AWS box without a word)."""
+    if not _may_have_credentials(settings):
+        return False
     try:
         return aws_session(settings).boto().get_credentials() is not None
-    except GpuboxError:
-        return False
-    except Exception:  # noqa: BLE001 - a broken profile is for the AWS command to say
+    except Exception:  # noqa: BLE001 - a broken profile is for the AWS listing to say
         return True
+
+
+def credentials_source(settings: Settings) -> str:
+    """Where the credentials in use come from, in words ("AWS profile 'lab'", "the keys in
+    AWS_ACCESS_KEY_ID"), for an error about them; "" when that cannot be told."""
+    try:
+        session = aws_session(settings).boto()
+        found = session.get_credentials()
+    except Exception:  # noqa: BLE001 - a broken profile names itself in its own error
+        return ""
+    method = getattr(found, "method", "") if found is not None else ""
+    if method == "env":
+        return "the keys in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    if method in ("shared-credentials-file", "config-file", "sso", "assume-role",
+                  "custom-process", "login"):
+        return f"AWS profile '{session.profile_name}'"
+    return f"AWS credentials from {method}" if method else ""
 
 
 def used_regions(state: State) -> list[str]:
@@ -266,3 +331,18 @@ def remember_region(state: State, region: str) -> None:
     regions = used_regions(state)
     if region not in regions:
         state.put(REGIONS_KEY, json.dumps(sorted([*regions, region])))
+
+
+def unlisted_warning(settings: Settings, exc: GpuboxError, last_seen: int) -> str:
+    """The one line `status` prints when AWS could not list its boxes: why, with which
+    credentials, what to do, and whether the AWS rows shown are only as last seen."""
+    why = exc.message
+    if isinstance(exc, CredentialsError) and "profile '" not in why:
+        source = credentials_source(settings)
+        why = f"{why}, with {source}" if source else why
+    line = f"AWS boxes could not be listed: {why}"
+    if exc.hint:
+        line += f" ({exc.hint})"
+    if last_seen:
+        line += f"; the {last_seen} AWS box{'es' if last_seen > 1 else ''} below as last seen"
+    return line
