@@ -10,6 +10,11 @@ where the nodes talk). This machine reaches them through its veth to A: a route 
 10.250.7.0/24 via A, and A (a namespace the fixture made, never the root one) forwards
 to B. Nothing forwards or NATs in the root namespace; the route goes with the veth.
 The namespaces share the root filesystem, so the same python (and torch) is there.
+
+Asked for with the parameter "python-without-torch" (indirect parametrization), the
+hosts' sessions get a PATH whose python is a bare venv of this python (no site-packages
+of its own, so no torch, no torchrun) and otherwise only the system folders: a host
+whose system Python has no framework, as on a fresh cloud image.
 """
 
 from __future__ import annotations
@@ -113,8 +118,20 @@ def _kill(pid: int) -> None:
         pass
 
 
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _session_path(tmp_path: Path, kind: str | None) -> str:
+    if kind is None:  # this python (and its torch) first
+        return f"{Path(sys.executable).parent}:{SYSTEM_PATH}"
+    assert kind == "python-without-torch", kind
+    bare = tmp_path / "system-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    return f"{bare / 'bin'}:{SYSTEM_PATH}"
+
+
 @pytest.fixture
-def netns_pair(tmp_path) -> Iterator[NetnsPair]:
+def netns_pair(tmp_path, request) -> Iterator[NetnsPair]:
     """Two sshd hosts at 10.250.7.1 and 10.250.7.2 that reach each other directly."""
     if not Path(SSHD).exists() or shutil.which("ip") is None:
         pytest.skip("needs /usr/sbin/sshd (openssh-server) and iproute2's `ip`")
@@ -146,7 +163,7 @@ def netns_pair(tmp_path) -> Iterator[NetnsPair]:
         _ip("-n", b, "route", "add", f"{LINK_NET}.0/24", "via", f"{NODE_NET}.1")
         subprocess.run(["ip", "netns", "exec", a, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
                        check=True, capture_output=True)
-        path = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        path = _session_path(tmp_path, getattr(request, "param", None))
         for ns, last in ((a, 1), (b, 2)):
             root = tmp_path / f"host{last}"
             home = root / "home"

@@ -24,6 +24,12 @@ def test_the_scripts_step_order_is_setups_step_list():
         assert f"\nstep_{step}() {{" in SCRIPT.read_text()
 
 
+def test_the_box_environment_gpubox_run_uses_is_the_one_the_bootstrap_makes():
+    text = SCRIPT.read_text()
+    dirs = dict(re.findall(r'^(GPUBOX_DIR|VENV)="([^"]*)"$', text, flags=re.MULTILINE))
+    assert dirs["VENV"].replace("$GPUBOX_DIR", dirs["GPUBOX_DIR"]) == setup.BOX_ENV
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_bootstrap_passes_shellcheck():
     with resources.as_file(SCRIPT) as path:

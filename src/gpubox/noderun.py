@@ -3,14 +3,24 @@
 Each node gets the environment a distributed launcher needs (the names follow
 SkyPilot's and dstack's): GPUBOX_NODE_RANK, GPUBOX_NUM_NODES, GPUBOX_NODE_IPS (the
 addresses the nodes reach each other at), GPUBOX_GPUS_PER_NODE, MASTER_ADDR and
-MASTER_PORT. Node 0's output goes to the caller as it comes; every node's goes to a
-log file. The command runs in its own session on each node (setsid), so Ctrl-C here
-ends the whole process group there: torchrun and every worker it started.
+MASTER_PORT, and torchrun's own PET_* defaults (so a bare `torchrun train.py` joins
+the others). The box's framework environment (setup.BOX_ENV, ~/.gpubox/venv) comes
+first on PATH, so `torchrun` and `python` are the ones gpubox installed. Node 0's output
+goes to the caller as it comes; every node's goes to a log file of this run's own.
+The command runs in its own session on each node (setsid), so Ctrl-C here ends the
+whole process group there: torchrun and every worker it started.
+
+The command is given as words (`gpubox run NAME -- CMD ...`), with one rule
+(command_line): several words are a program and its arguments, passed as they are
+(quoted for the shell, so quotes, spaces and `;` inside a word stay in it); a single
+word is a shell line that bash reads on each node, so `'echo $GPUBOX_NODE_RANK'`
+expands there.
 """
 
 from __future__ import annotations
 
 import functools
+import secrets
 import shlex
 import threading
 import time
@@ -20,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpubox.cluster import Node, nodes_of
-from gpubox.errors import GpuboxError
+from gpubox.errors import GpuboxError, InvalidInput
 from gpubox.inflight import Interrupted
 from gpubox.providers.base import BoxState, SshEndpoint
 
@@ -42,6 +52,17 @@ def node_address(node: Node, endpoint: SshEndpoint) -> str:
     return node.box.get("private_ip") or endpoint.host
 
 
+def command_line(words: Sequence[str]) -> str:
+    """The bash line for `gpubox run NAME -- WORDS...`: several words are a program and its
+    arguments, kept as they are (shlex.join); one word is a shell line, read by bash on
+    each node (so `'echo $GPUBOX_NODE_RANK'` expands there)."""
+    words = list(words)
+    if not words or not any(w.strip() for w in words):
+        raise InvalidInput("no command to run",
+                           hint="put it after --: gpubox run NAME -- python train.py")
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
 def node_env(rank: int, addresses: Sequence[str], gpus: int, port: int) -> dict[str, str]:
     return {
         "GPUBOX_NODE_RANK": str(rank),
@@ -50,14 +71,25 @@ def node_env(rank: int, addresses: Sequence[str], gpus: int, port: int) -> dict[
         "GPUBOX_GPUS_PER_NODE": str(gpus),
         "MASTER_ADDR": addresses[0],
         "MASTER_PORT": str(port),
+        # torchrun reads its options' defaults from PET_<OPTION>: a bare `torchrun
+        # train.py` is then one process per GPU (one on a CPU node) of this world; any
+        # option given on its command line still wins.
+        "PET_NNODES": str(len(addresses)),
+        "PET_NODE_RANK": str(rank),
+        "PET_NPROC_PER_NODE": str(gpus or 1),
+        "PET_MASTER_ADDR": addresses[0],
+        "PET_MASTER_PORT": str(port),
     }
 
 
 def wrapped(command: str, tag: str) -> str:
     """The command in a new session whose id (= its process group) is written down first,
-    so `stop_everywhere` can end the group; the exit status is the command's."""
+    so `stop_everywhere` can end the group; the box's framework environment first on its
+    PATH; the exit status is the command's."""
+    from gpubox.setup import BOX_ENV_ON_PATH
+
     pid_file = f"{PID_DIR}/{tag}.pid"
-    inner = f"echo $$ > {pid_file}; exec bash -c {shlex.quote(command)}"
+    inner = f"echo $$ > {pid_file}; {BOX_ENV_ON_PATH}; exec bash -c {shlex.quote(command)}"
     return (f"mkdir -p {PID_DIR}; setsid -w bash -c {shlex.quote(inner)}; rc=$?; "
             f"rm -f {pid_file}; exit $rc")
 
@@ -123,10 +155,8 @@ def run_on_nodes(
         if prepare is not None:
             _reach(node, functools.partial(prepare, runner))
     gpus = _gpu_count(runners[0], nodes[0])
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    log_dir = settings.log_dir / "run" / f"{name}-{stamp}"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{name}-{stamp}"
+    log_dir = new_log_dir(settings.log_dir / "run", name)
+    tag = log_dir.name  # also names the pid files on the nodes: one run's own
     runs = [NodeRun(n.rank, n.box.name, r, log_dir / f"node-{n.rank}.log")
             for n, r in zip(nodes, runners, strict=True)]
     for run in runs:
@@ -146,6 +176,22 @@ def run_on_nodes(
     codes = [r.exit_code if r.exit_code is not None else 255 for r in runs]
     first = next((c for c in codes if c != 0), 0)
     return RunResult(first, runs, log_dir)
+
+
+def new_log_dir(parent: Path, name: str) -> Path:
+    """A folder of this run's own, NAME-YYYYMMDD-HHMMSS-xxxx: two runs started in the same
+    second (two terminals, a script) never share one."""
+    from gpubox.localfiles import private_dir
+
+    private_dir(parent)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    while True:
+        folder = parent / f"{name}-{stamp}-{secrets.token_hex(2)}"
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return folder
 
 
 def _reach(node: Node, call: Callable[[], Any]) -> Any:

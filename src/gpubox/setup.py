@@ -42,6 +42,10 @@ STEPS: tuple[str, ...] = (
 STATUSES = ("start", "done", "skip", "fail")
 
 REMOTE_DIR = "~/.gpubox"
+# The box's framework environment (bootstrap.sh's VENV; tests/test_setup.py compares
+# them): what `gpubox run` puts first on PATH, so `torchrun` and `python` are the box's.
+BOX_ENV = "$HOME/.gpubox/venv"
+BOX_ENV_ON_PATH = f'if [ -d "{BOX_ENV}/bin" ]; then export PATH="{BOX_ENV}/bin:$PATH"; fi'
 LOG_TAIL_LINES = 30
 _MARKER = re.compile(
     r"^::gpubox step=(?P<step>\S+) status=(?P<status>\S+) seconds=(?P<seconds>[0-9.]+)"

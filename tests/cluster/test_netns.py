@@ -1,6 +1,11 @@
 """Multi-node for real: two hosts with their own addresses (network namespaces the test
 makes, each with its own sshd), made one box by the real `gpubox up --host --host`,
 then PyTorch's own torchrun training across both with gloo through `gpubox run`.
+
+In the torchrun test the hosts' system Python has no torch (their PATH's python is a
+bare venv, see tests/netns.py); torch and `torchrun` are only in the box's framework
+environment at ~/.gpubox/venv, where the bootstrap puts them. So the training runs only
+if `gpubox run` runs the command in the box's environment.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sys
 import pytest
 
 from tests.netns import NODE_IFACE, netns_pair  # noqa: F401 - the fixture
+from tests.test_bootstrap import TORCH_WHEEL
 
 torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
 
@@ -48,8 +54,27 @@ def gpubox(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def test_torchrun_trains_across_two_hosts_through_gpubox_run(netns_pair, isolation):  # noqa: F811
+def make_box_env(folder):
+    """The box's framework environment as the bootstrap leaves it: a venv with torch
+    installed into it by pip (so its bin/ has the real `torchrun` console script). pip
+    installs the local torch CPU wheel --no-deps; torch's small dependencies come from
+    this python's site-packages (--system-site-packages), like the bootstrap's venv on a
+    host whose python has them. The hosts' PATH python (a bare venv) sees none of it."""
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(folder)],
+                   check=True)
+    subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-index", "--force-reinstall", str(TORCH_WHEEL)], check=True)
+
+
+@pytest.mark.skipif(not TORCH_WHEEL.is_file(), reason="needs the torch CPU wheel in /opt/wheels")
+@pytest.mark.parametrize("netns_pair", ["python-without-torch"], indirect=True)
+def test_torchrun_trains_across_two_hosts_through_gpubox_run(netns_pair, isolation, tmp_path):  # noqa: F811
     first, second = netns_pair.hosts
+    box_env = tmp_path / "box-env"
+    make_box_env(box_env)
+    for host in (first, second):  # the two hosts share this filesystem: one env, linked
+        (host.home / ".gpubox").mkdir()
+        (host.home / ".gpubox" / "venv").symlink_to(box_env)
     made = gpubox("up", "duo", "--host", f"root@{first.address}", "--host",
                   f"root@{second.address}", "--key", str(netns_pair.key_path), "--no-setup")
     assert made.returncode == 0, made.stderr
@@ -57,13 +82,17 @@ def test_torchrun_trains_across_two_hosts_through_gpubox_run(netns_pair, isolati
     assert [(b["name"], b["address"]) for b in listed] == [
         ("duo", first.address), ("duo-1", second.address)]
 
+    # The hosts' own python has no torch, and no torchrun is on their PATH.
+    bare = gpubox("ssh", "duo-1", "--",
+                  "command -v torchrun || echo no-torchrun; python3 -c 'import torch'")
+    assert bare.stdout.strip() == "no-torchrun", bare.stdout
+    assert bare.returncode != 0 and "No module named 'torch'" in bare.stderr, bare.stderr
+
     for host in (first, second):  # the script, where each node's shell starts
         (host.home / "train.py").write_text(TRAIN)
-    ran = gpubox(
-        "run", "duo", "--",
-        f"cd ~ && GLOO_SOCKET_IFNAME={NODE_IFACE} python -m torch.distributed.run",
-        "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", "$GPUBOX_NODE_RANK",
-        "--master-addr", "$MASTER_ADDR", "--master-port", "$MASTER_PORT", "train.py")
+    # As docs/multi-node.md says it: the nodes' count, rank and rendezvous reach torchrun
+    # from gpubox (its PET_* defaults). One word: a shell line, `~` is each node's home.
+    ran = gpubox("run", "duo", "--", f"cd ~ && GLOO_SOCKET_IFNAME={NODE_IFACE} torchrun train.py")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     line = re.compile(r"rank (\d)/2 node (\d) allreduce 3 weights (\S+)")
     on_zero = line.findall(ran.stdout)

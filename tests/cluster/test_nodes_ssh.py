@@ -82,10 +82,11 @@ def test_two_hosts_are_one_box_with_nodes_in_status_ssh_config_and_down(sshd, is
 
 def test_run_sets_rank_and_addresses_and_returns_the_first_failure(sshd, isolation):
     assert up_pair(sshd).returncode == 0
+    # One word: a shell line, expanded by each node's bash.
     ran = gpubox("run", "pair", "--port", "29999", "--",
-                 "echo", "rank=$GPUBOX_NODE_RANK/$GPUBOX_NUM_NODES",
-                 "ips=$GPUBOX_NODE_IPS", "master=$MASTER_ADDR:$MASTER_PORT",
-                 "gpus=$GPUBOX_GPUS_PER_NODE;", "exit", "$((GPUBOX_NODE_RANK * 3))")
+                 "echo rank=$GPUBOX_NODE_RANK/$GPUBOX_NUM_NODES ips=$GPUBOX_NODE_IPS "
+                 "master=$MASTER_ADDR:$MASTER_PORT gpus=$GPUBOX_GPUS_PER_NODE; "
+                 "exit $((GPUBOX_NODE_RANK * 3))")
     assert ran.returncode == 3, ran.stderr  # node 1 exits 3, node 0 exits 0
     assert ran.stdout.strip() == (
         "rank=0/2 ips=127.0.0.1,127.0.0.1 master=127.0.0.1:29999 gpus=0")
@@ -147,9 +148,64 @@ def test_a_one_machine_box_runs_as_rank_0_of_1(sshd, isolation):
     made = gpubox("up", "solo", "--host", f"{sshd.user}@127.0.0.1:{sshd.port}",
                   "--key", str(sshd.key_path), "--no-setup")
     assert made.returncode == 0, made.stderr
-    ran = gpubox("run", "solo", "--", "echo", "$GPUBOX_NODE_RANK/$GPUBOX_NUM_NODES", "$MASTER_ADDR")
+    ran = gpubox("run", "solo", "--", "echo $GPUBOX_NODE_RANK/$GPUBOX_NUM_NODES $MASTER_ADDR")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "0/1 127.0.0.1"
+    # Several words are a program and its arguments: a `$` in them stays a `$`.
+    said = gpubox("run", "solo", "--", "echo", "$MASTER_ADDR", "a  b")
+    assert said.stdout == "$MASTER_ADDR a  b\n", said.stderr
+
+
+def test_run_keeps_quotes_and_uses_the_box_environment_first_on_path(sshd, isolation):
+    """`gpubox run demo -- python -c "import os; print(1)"`: the words reach the node as
+    they are (the quotes, the `;`), and `python` is the box's framework environment's.
+    That environment is a real venv at the node's ~/.gpubox/venv, made here the way the
+    bootstrap makes it (without the packages, which this test does not need); the sshd
+    session's PATH is sshd's own default, on which no `python` is the venv's."""
+    made = gpubox("up", "demo", "--host", f"{sshd.user}@127.0.0.1:{sshd.port}",
+                  "--key", str(sshd.key_path), "--no-setup")
+    assert made.returncode == 0, made.stderr
+    box_env = sshd.home / ".gpubox" / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(box_env)], check=True)
+    try:
+        plain = gpubox("run", "demo", "--", "python", "-c", "import os; print(1)")
+        assert (plain.returncode, plain.stdout) == (0, "1\n"), plain.stdout + plain.stderr
+        quoted = gpubox("run", "demo", "--", "python", "-c",
+                        "import sys; print(sys.prefix); print(\"it's a b;c\", 'x  y')")
+        assert quoted.returncode == 0, quoted.stderr
+        assert quoted.stdout.splitlines() == [str(box_env), "it's a b;c x  y"]
+        # A shell line sees the same PATH, and so do the programs it starts.
+        line = gpubox("run", "demo", "--", "command -v python; bash -c 'command -v python3'")
+        assert line.stdout.splitlines() == [f"{box_env}/bin/python",
+                                            f"{box_env}/bin/python3"], line.stderr
+    finally:
+        import shutil
+
+        shutil.rmtree(sshd.home / ".gpubox" / "venv")
+
+
+def test_two_runs_at_once_keep_two_log_folders(sshd, isolation, tmp_path):
+    from gpubox.noderun import new_log_dir
+
+    # Many folders in one go, most of them in the same second: each is its own.
+    made = [new_log_dir(tmp_path / "run", "demo") for _ in range(20)]
+    assert len({p.name for p in made}) == 20
+    assert len({p.name.rsplit("-", 1)[0] for p in made}) < 20  # same second, other suffix
+    assert all(p.stat().st_mode & 0o777 == 0o700 for p in made)
+
+    assert gpubox("up", "demo", "--host", f"{sshd.user}@127.0.0.1:{sshd.port}",
+                  "--key", str(sshd.key_path), "--no-setup").returncode == 0
+    runs = [subprocess.Popen([sys.executable, "-m", "gpubox", "run", "demo", "--",
+                              f"sleep 1; echo run-{tag}"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+            for tag in "ab"]
+    outs = [r.communicate(timeout=120) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outs
+    assert [o[0] for o in outs] == ["run-a\n", "run-b\n"]
+    logs = sorted((isolation / "cache" / "logs" / "run").glob("demo-*/node-0.log"))
+    assert sorted(p.read_text() for p in logs) == ["run-a\n", "run-b\n"]
+    for (_, err), log in zip(outs, sorted(logs, key=lambda p: p.read_text()), strict=True):
+        assert str(log.parent) in err.replace("\n", "")
 
 
 def test_run_names_a_node_that_cannot_be_reached(sshd, sshd_factory, isolation):
@@ -159,6 +215,6 @@ def test_run_names_a_node_that_cannot_be_reached(sshd, sshd_factory, isolation):
                   "--key", str(sshd.key_path), "--no-setup")
     assert made.returncode == 0, made.stderr
     other.stop()  # node 1 goes away after `up`
-    ran = gpubox("run", "pair", "--", "echo", "hello")
+    ran = gpubox("run", "pair", "--", "echo hello")
     assert ran.returncode != 0
     assert "node 1 ('pair-1')" in ran.stderr and "Traceback" not in ran.stderr
