@@ -44,17 +44,37 @@ def _step_line(event) -> None:
 
 
 @app.command()
-def doctor() -> None:
+def doctor(
+    live: Annotated[bool, typer.Option(
+        help="Also ask AWS about every call gpubox makes (dry runs and reads: nothing is made).")] = False,
+    region: Annotated[str | None, typer.Option(help="The AWS region --live asks (default: configured).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="--live: print the answers as JSON.")] = False,
+    policy: Annotated[bool, typer.Option(
+        help="Print the least-privilege IAM policy gpubox needs, and nothing else.")] = False,
+    feature: Annotated[list[str] | None, typer.Option(
+        help="--policy: only these features (core is always in): spot, prices, quotas, nodes, "
+        "volumes, images, resize, gc. Repeat the flag for several.")] = None,
+) -> None:
     """Check what gpubox needs here: AWS identity and region, the ssh client, files.
 
     Each missing piece is shown with its fix. AWS is only needed for --provider aws.
+    --live asks AWS whether each call gpubox makes is allowed (docs/administrators.md).
 
-    Example: gpubox doctor
+    Example: gpubox doctor --live --region us-west-2
     """
     import shutil
     import subprocess
 
+    from gpubox.cli import doctor_live
+
+    if policy:
+        doctor_live.policy(feature)
+        return
     settings = load_settings()
+    if region:
+        settings = dataclasses.replace(settings, region=region)
+    if live and as_json:
+        raise typer.Exit(doctor_live.live(settings, region, as_json=True))
     rows: list[tuple[str, str, str]] = []
     ssh = shutil.which("ssh")
     if ssh:
@@ -100,6 +120,8 @@ def doctor() -> None:
         )
     rows.append(("config file", str(settings.config_path), ""))
     render.table(["check", "result", "fix"], rows)
+    if live:
+        raise typer.Exit(doctor_live.live(settings, region, as_json=False))
 
 
 @app.command()
