@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.sshd"]
+pytest_plugins = ["tests.sshd", "tests.aws_calls"]
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

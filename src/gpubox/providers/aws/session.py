@@ -9,6 +9,7 @@ nothing here sets endpoint_url, so that keeps working.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,9 @@ DEFAULT_REGION = "us-east-1"
 MAX_ATTEMPTS = 5
 REGIONS_KEY = "aws.regions"
 ADVICE_SERVICES = frozenset({"pricing", "service-quotas"})
+# Tests only: a file each AWS call gpubox makes is appended to ("ec2:RunInstances"), which
+# the suite compares with permissions.PERMISSIONS (tests/aws_calls.py). Off by default.
+RECORD_CALLS_ENV = "GPUBOX_RECORD_CALLS"
 
 CREDENTIALS_HINT = "run `aws configure`, or set AWS_PROFILE (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
 
@@ -103,6 +107,11 @@ class AwsSession:
                 raise profile_not_found(
                     exc.kwargs.get("profile") or self.settings.profile, "", self.settings
                 ) from None
+            record = os.environ.get(RECORD_CALLS_ENV)  # the suite's record of AWS calls
+            if record:
+                from gpubox.providers.aws.permissions import record_calls
+
+                record_calls(self._session, record)
         return self._session
 
     def default_region(self) -> str:
