@@ -240,15 +240,19 @@ def up(
             hint=f"use another name, or `gpubox down {spec.name}` first",
         )
     prov = provider(settings, spec.provider, on_progress)
-    from gpubox.locks import box_lock
+    from gpubox.locks import box_lock, volume_lock
 
-    with box_lock(settings, spec.name, say):  # a second `up` of the name waits, then finds it
+    # A second `up` of the name waits, then finds it; one of the same volume waits, then
+    # finds it taken and stops before it launches (the volume is attached under the lock).
+    with box_lock(settings, spec.name, say), volume_lock(settings, spec.volume, say):
         state.journal(spec.name, "find")
         existing = prov.find(spec.name)
         created = started = False
         if existing is not None and existing.state is not BoxState.TERMINATED:
             check_unchanged(existing, spec)
             box = existing
+            if spec.volume is not None:  # a volume it cannot have stops it before a start
+                prov.check_volume(spec.volume, box)  # type: ignore[attr-defined]
             inflight.box(box)
             if box.state in (BoxState.STOPPED, BoxState.STOPPING):
                 say(f"box '{spec.name}' is {box.state.value}; starting it")
@@ -271,8 +275,9 @@ def up(
         inflight.box(box)
         state.remember(box)
         _record_run(state, box)
-    state.journal(spec.name, "launched", id=box.id)
-    volume = prov.attach_volume(box, spec.volume) if spec.volume else None  # type: ignore[attr-defined]
+        state.journal(spec.name, "launched", id=box.id)
+        volume = None if spec.volume is None else _attach_volume(
+            settings, state, prov, box, spec.volume, created, started, say)  # fmt: skip
     if not setup:
         _refresh_ssh_config(settings, prov, box)
         state.journal(spec.name, "done", setup=False)
@@ -323,12 +328,53 @@ def up(
 
 
 def refuse_volume(spec: BoxSpec) -> None:
-    """--volume is an AWS data disk; an ssh or local host keeps its files on its own disk."""
-    if spec.volume and spec.provider != "aws":
+    """--volume is an AWS data disk; an ssh or local host keeps its files on its own disk.
+    A malformed one (`--volume ''`, a bad name or size) stops here, before anything is made."""
+    if spec.volume is None:
+        return
+    from gpubox.providers.aws.volumes import parse_request
+
+    parse_request(spec.volume)
+    if spec.provider != "aws":
         raise InvalidInput(
             f"--volume is for AWS boxes; a {spec.provider} host keeps its files on its own disk",
             hint="drop --volume: `gpubox down` only forgets an ssh or local host, its files stay",
         )
+
+
+def _attach_volume(
+    settings: Settings, state: State, prov: Provider, box: Box, request: str,
+    created: bool, started: bool, say: Progress,
+) -> Any:  # fmt: skip
+    """The data volume attached to the box. When it cannot be (another `up` took it
+    between the check and the attach), the box goes back to what it was, all or none:
+    one this command made is terminated (nothing of it bills), one it started is stopped
+    again; one that was running stays, and the error says what it costs."""
+    try:
+        return prov.attach_volume(box, request)  # type: ignore[attr-defined]
+    except GpuboxError as exc:
+        undo = f"`gpubox down {box.name} --yes`"
+        try:
+            if created:
+                say(f"terminating '{box.name}' ({box.id}): this command made it for the volume")
+                prov.terminate(box)
+                from gpubox.leftovers import forget_here
+
+                forget_here(settings, state, box.name)
+                left = f"box '{box.name}', made by this command, is terminated: nothing of it bills"
+            elif started:
+                say(f"stopping '{box.name}' again, as it was")
+                prov.stop(box)
+                left = f"box '{box.name}' is stopped again, as it was"
+            else:
+                per_hour = f" (${box.price_per_hour:.2f}/h)" if box.price_per_hour else ""
+                left = (f"box '{box.name}' runs on without it{per_hour}: "
+                        f"`gpubox stop {box.name}` stops paying")  # fmt: skip
+        except GpuboxError as again:
+            per_hour = f", ${box.price_per_hour:.2f}/h" if box.price_per_hour else ""
+            left = (f"box '{box.name}' ({box.id}{per_hour}) is left running: {again.message}; "
+                    f"{undo} removes it")  # fmt: skip
+        raise GpuboxError(f"{exc.message}; {left}", hint=exc.hint) from exc
 
 
 def idle_limit_for(box: Box, spec: BoxSpec) -> int:

@@ -448,10 +448,14 @@ def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) ->
     boxes = list(boxes)
     images: list[ImageCost] = []
     regions: list[str] = []
+    volume_regions: list[str] = []
     if any(b.provider == "aws" for b in boxes) or _aws_in_use(state, settings):
-        from gpubox.providers.aws.inventory import regions_holding_things
+        from gpubox.providers.aws.inventory import regions_holding_things, search_regions
 
         regions = regions_holding_things(settings, state)
+        # A data volume carries no gpubox:box tag (it outlives boxes): every region is
+        # asked for volumes, in parallel, so a new HOME counts them all.
+        volume_regions = search_regions(settings, state)
     if regions:
         from gpubox.providers.aws.saved_images import list_saved_images
 
@@ -479,10 +483,10 @@ def build_report(settings: Any, state: Any, boxes: Iterable[Box], now: float) ->
         address_of=lambda b: ELASTIC_IP_PER_HOUR if b.provider == "aws" else 0.0,
         gone={run["name"] for run in state.runs()},
     )
-    if regions:  # data volumes outlive boxes: billed per GB-month until `gpubox volume rm`
+    if volume_regions:  # data volumes outlive boxes: billed per GB-month until `volume rm`
         from dataclasses import replace
 
         from gpubox.providers.aws.volumes import list_volumes
 
-        made = replace(made, volumes=tuple(list_volumes(settings, regions)))
+        made = replace(made, volumes=tuple(list_volumes(settings, volume_regions)))
     return made

@@ -24,6 +24,28 @@ def box_lock(settings: Settings, name: str, on_wait: Progress | None = None) -> 
     when the process ends, however it ends). An unwritable data folder: no lock, and
     the cloud-side checks still hold."""
     path = settings.data_dir / "locks" / f"{name}.lock"
+    with _held(path, on_wait, f"another gpubox is bringing up '{name}' here; waiting for it"):
+        yield
+
+
+@contextlib.contextmanager
+def volume_lock(
+    settings: Settings, request: str | None, on_wait: Progress | None = None
+) -> Iterator[None]:
+    """One `up` at a time per data volume (`--volume NAME[:GiB]`) on this computer, from
+    the check before launch to the attach: a second `up` asking for the same volume waits,
+    then finds it taken and refuses before it launches anything. No volume: no lock."""
+    name = (request or "").partition(":")[0].strip()
+    if not name:
+        yield
+        return
+    path = settings.data_dir / "locks" / "volumes" / f"{name}.lock"
+    with _held(path, on_wait, f"another gpubox is attaching volume '{name}' here; waiting for it"):
+        yield
+
+
+@contextlib.contextmanager
+def _held(path, on_wait: Progress | None, waiting: str) -> Iterator[None]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -35,7 +57,7 @@ def box_lock(settings: Settings, name: str, on_wait: Progress | None = None) -> 
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait is not None:
-                on_wait(f"another gpubox is bringing up '{name}' here; waiting for it")
+                on_wait(waiting)
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

@@ -243,7 +243,7 @@ def up(
     pname = lifecycle.infer_provider(
         provider,
         host=host,
-        aws_hint=bool(types or image or spot or region or max_price or volume),
+        aws_hint=bool(types or image or spot or region or max_price or volume is not None),
     )
     idle_minutes = settings.idle_stop_minutes
     if idle_stop is not None:

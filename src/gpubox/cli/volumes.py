@@ -29,18 +29,23 @@ def _aws(settings):
 def volumes_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """List your data volumes: size, zone, the box they are attached to, $/month.
+    """List your data volumes in every region: size, zone, the box they are attached to, $/month.
 
     A data volume (`gpubox up NAME --volume data:200`) outlives its boxes and is
-    billed per GB-month until `gpubox volume rm NAME`.
+    billed per GB-month until `gpubox volume rm NAME`. Every enabled region is asked
+    (the `aws_regions` setting narrows that), so a new laptop sees them all.
 
     Example: gpubox volumes
     """
+    from collections import Counter
+
     from gpubox.providers.aws.volumes import list_volumes
 
     settings = load_settings()
     with _aws(settings) as aws:
-        found = list_volumes(settings, aws.regions())
+        found = list_volumes(settings, aws.search_regions(),
+                             on_failure=lambda r, exc: render.warn(
+                                 f"could not look in {r}: {exc.message}"))  # fmt: skip
     if json_out:
         render.print_json([v.to_dict() for v in found])
         return
@@ -53,6 +58,10 @@ def volumes_cmd(
     total = sum(v.per_month for v in found)
     render.say(f"kept until removed: about {render.money(total, '/month')}; "
                "`gpubox volume rm NAME` deletes one")  # fmt: skip
+    for name, count in sorted(Counter(v.name for v in found).items()):
+        if count > 1:
+            render.warn(f"{count} volumes are named '{name}' (made by two `up` at once); keep "
+                        f"one: `gpubox volume rm {name} --id VOLUME-ID` deletes the other")  # fmt: skip
 
 
 @app.command("volume")
@@ -60,10 +69,15 @@ def volume_cmd(
     action: Annotated[str, typer.Argument(help="What to do: rm (delete the volume).")],
     name: Annotated[str, typer.Argument(help="The volume's name (see `gpubox volumes`).")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    volume_id: Annotated[
+        str | None,
+        typer.Option("--id", help="Which one, when several volumes have the name (vol-...)."),
+    ] = None,
 ) -> None:
     """Delete a data volume and everything on it, after a yes: `gpubox volume rm NAME`.
 
-    Without a terminal and without --yes it deletes nothing.
+    Without a terminal and without --yes it deletes nothing. The volume is looked for
+    in every region. When two volumes have the name, --id says which one goes.
 
     Example: gpubox volume rm data
     """
@@ -74,7 +88,7 @@ def volume_cmd(
         raise InvalidInput(f"unknown action '{action}'", hint=f"gpubox volume rm {name}")
     settings = load_settings()
     with _aws(settings) as aws:
-        vol = volumes.find_volume(settings, aws.regions(), name)
+        vol = volumes.find_volume(settings, aws.search_regions(), name, volume_id=volume_id)
         if vol is None:
             raise NotFound(f"no volume called '{name}'", hint="`gpubox volumes` lists them")
         what = (f"This DELETES volume '{vol.name}' ({vol.id}, {vol.size_gb} GiB, {vol.zone}) "
@@ -83,7 +97,8 @@ def volume_cmd(
         if not yes and not render.confirm(what + " Delete it?"):
             raise ConfirmationRequired(
                 f"not removing volume '{name}': nothing was deleted",
-                hint=f"run it in a terminal to answer, or: gpubox volume rm {name} --yes",
+                hint=f"run it in a terminal to answer, or: gpubox volume rm {name} --yes"
+                + (f" --id {volume_id}" if volume_id else ""),
             )
         volumes.delete_volume(settings, vol, aws.say, aws.wait_delay)
     render.ok(f"deleted volume '{name}' ({vol.id})")

@@ -250,3 +250,196 @@ def test_volume_on_an_ssh_host_is_refused(capsys, aws):
     code, _, err = gpubox(capsys, "up", "h1", "--host", "me@127.0.0.1", "--volume", "data:10")
     assert code == 2
     assert "--volume is for AWS boxes" in err and "ssh host keeps its files" in err
+
+
+# Races and lost state (issue 16, item 7) ------------------------------------------------
+
+
+def make_volume(ec2, name: str = "data", size: int = 20, zone: str = "us-east-1a") -> str:
+    """A data volume as another laptop (or an older gpubox) made it: gpubox's tags."""
+    from gpubox.providers.aws.volumes import volume_tags
+
+    made = ec2.create_volume(
+        AvailabilityZone=zone, Size=size, VolumeType="gp3", Encrypted=True,
+        TagSpecifications=[{"ResourceType": "volume",
+                            "Tags": volume_tags(name, "arn:aws:iam::123456789012:user/other")}],
+    )  # fmt: skip
+    return made["VolumeId"]
+
+
+def live_names(ec2) -> list[str]:
+    return sorted(t["Value"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+                  if i["State"]["Name"] not in ("terminated", "shutting-down")
+                  for t in i["Tags"] if t["Key"] == "gpubox:box")  # fmt: skip
+
+
+@pytest.mark.parametrize("text", ["", " ", ":20", "data:", "Data", "data:x"])
+def test_a_malformed_volume_is_a_clear_error_before_anything_is_made(capsys, ec2, text):
+    code, _, err = gpubox(capsys, "up", "b1", "--type", "g4dn.xlarge", "--no-setup",
+                          "--ssh-from", SSH_FROM, "--volume", text)  # fmt: skip
+    assert code == 2, err  # InvalidInput
+    assert "volume" in err and "--volume data:200" in err
+    assert ec2.describe_instances()["Reservations"] == []
+    assert ec2.describe_security_groups(
+        Filters=[{"Name": "tag-key", "Values": ["gpubox:box"]}])["SecurityGroups"] == []
+
+
+def test_two_volumes_of_one_name_are_named_and_volume_rm_id_picks_one(capsys, settings, ec2):
+    """Made by two `up` at once with an older gpubox: `up` names both ids and the way out
+    instead of failing forever, before it launches anything; `volume rm NAME --id` keeps one."""
+    first, second = make_volume(ec2), make_volume(ec2, zone="us-east-1b")
+    code, _, err = gpubox(capsys, "up", "b1", "--type", "g4dn.xlarge", "--no-setup",
+                          "--ssh-from", SSH_FROM, "--volume", "data")  # fmt: skip
+    assert code == 1
+    assert "there are 2 volumes named 'data'" in err and first in err and second in err
+    assert f"gpubox volume rm data --id {second}" in err  # the newer one, attached to nothing
+    assert ec2.describe_instances()["Reservations"] == []  # refused before any launch
+    code, out, err = gpubox(capsys, "volumes")
+    assert code == 0 and first in out and second in out
+    assert "2 volumes are named 'data'" in " ".join(err.split())
+    code, _, err = gpubox(capsys, "volume", "rm", "data", "--yes")
+    assert code == 1 and f"--id {second}" in err
+    assert len(data_volumes(ec2)) == 2
+    code, _, err = gpubox(capsys, "volume", "rm", "data", "--id", "vol-00000000", "--yes")
+    assert code == 1 and "no copy vol-00000000" in err
+    code, _, err = gpubox(capsys, "volume", "rm", "data", "--id", second, "--yes")
+    assert code == 0, err
+    assert [v["VolumeId"] for v in data_volumes(ec2)] == [first]
+    result = up(settings, "b1", "data")
+    assert result.volume.volume.id == first
+
+
+def test_a_new_home_lists_and_removes_a_volume_in_another_region(capsys, monkeypatch, ec2):
+    """No local record of us-west-2: `volumes`, `volume rm` and `cost` ask every region."""
+    import boto3
+
+    monkeypatch.setenv("GPUBOX_AWS_REGIONS", "us-east-1,us-west-2")  # "every enabled region"
+    west = boto3.client("ec2", region_name="us-west-2")
+    vol_id = make_volume(west, zone="us-west-2b", size=50)
+    code, out, err = gpubox(capsys, "volumes", "--json")
+    assert code == 0, err
+    assert [(v["name"], v["id"], v["region"]) for v in json.loads(out)] == [
+        ("data", vol_id, "us-west-2")]  # fmt: skip
+    code, out, err = gpubox(capsys, "cost", "--json", "--refresh")
+    assert code == 0, err
+    assert json.loads(out)["volumes_per_month"] == pytest.approx(50 * 0.08)
+    code, _, err = gpubox(capsys, "volume", "rm", "data", "--yes")
+    assert code == 0, err
+    assert [v for v in west.describe_volumes()["Volumes"] if v["VolumeId"] == vol_id] == []
+
+
+def test_up_in_another_region_than_the_volume_stops_before_launch(settings, monkeypatch, ec2):
+    import boto3
+
+    from gpubox.errors import GpuboxError
+
+    monkeypatch.setenv("GPUBOX_AWS_REGIONS", "us-east-1,us-west-2")
+    from gpubox import config
+
+    make_volume(boto3.client("ec2", region_name="us-west-2"), zone="us-west-2a")
+    with pytest.raises(GpuboxError) as refused:
+        up(config.load(), "b1", "data")  # --region us-east-1
+    assert "is in us-west-2, not us-east-1" in refused.value.message
+    assert ec2.describe_instances()["Reservations"] == []
+
+
+@pytest.fixture
+def racer(monkeypatch):
+    """What another laptop's `up` does between this one's check and its next call, done in
+    moto's backend: `racer.before_create(fn)` runs fn once just before this process's
+    CreateVolume, `racer.after_launch(fn)` once just after its RunInstances."""
+    from moto.ec2.models import EC2Backend
+
+    hooks: dict[str, list] = {"create_volume": [], "run_instances": []}
+    for method in hooks:
+        real = getattr(EC2Backend, method)
+
+        def patched(self, *args, _real=real, _method=method, **kwargs):
+            # A data volume's CreateVolume (the root disks of RunInstances pass no tags here,
+            # and are 80 GiB in these tests; the data volumes are smaller).
+            if _method == "create_volume" and int(kwargs.get("size") or 0) < 80:
+                while hooks[_method]:
+                    hooks[_method].pop(0)()
+            result = _real(self, *args, **kwargs)
+            if _method == "run_instances":
+                while hooks[_method]:
+                    hooks[_method].pop(0)()
+            return result
+
+        monkeypatch.setattr(EC2Backend, method, patched)
+
+    class Racer:
+        def before_create(self, fn):
+            hooks["create_volume"].append(fn)
+
+        def after_launch(self, fn):
+            hooks["run_instances"].append(fn)
+
+    return Racer()
+
+
+def test_a_racer_that_made_the_same_new_volume_first_wins_and_the_second_is_deleted(
+    settings, ec2, racer
+):
+    made: list[str] = []
+
+    def another_laptop_makes_it() -> None:  # a second earlier: moto's clock is to the second
+        import datetime
+
+        from moto.ec2.models import ec2_backends
+
+        (box,) = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+        made.append(make_volume(ec2, zone=box["Placement"]["AvailabilityZone"]))
+        vol = ec2_backends["123456789012"]["us-east-1"].volumes[made[0]]
+        vol.create_time -= datetime.timedelta(seconds=1)
+
+    racer.before_create(another_laptop_makes_it)
+    messages: list[str] = []
+    result = up(settings, "b1", "data:20", messages)
+    (vol,) = data_volumes(ec2)  # exactly one volume called data
+    assert vol["VolumeId"] == made[0] == result.volume.volume.id  # the older one stayed
+    assert vol["Attachments"][0]["InstanceId"] == result.box.id
+    assert not result.volume.created
+    assert any("another gpubox made volume 'data' first" in m for m in messages), "\n".join(messages)
+
+
+def test_a_volume_taken_between_the_check_and_the_attach_terminates_the_box_made_for_it(
+    settings, ec2, racer
+):
+    """Another laptop's box attached the volume while this `up` launched: the box this
+    command made is terminated (nothing of it bills), and the error says so."""
+    from gpubox.errors import GpuboxError
+
+    vol_id = make_volume(ec2, zone="us-east-1a")
+    other = ec2.run_instances(ImageId=ec2.describe_images(Owners=["self", "amazon"])["Images"][0]
+                              ["ImageId"], MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                              Placement={"AvailabilityZone": "us-east-1a"},
+                              TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                  {"Key": "gpubox:box", "Value": "s1"}]}])["Instances"][0]  # fmt: skip
+    racer.after_launch(lambda: ec2.attach_volume(VolumeId=vol_id, InstanceId=other["InstanceId"],
+                                                 Device="/dev/sdf"))  # fmt: skip
+    with pytest.raises(GpuboxError) as failed:
+        up(settings, "b2", "data")
+    assert "attached to box 's1'" in failed.value.message
+    assert "box 'b2', made by this command, is terminated: nothing of it bills" in failed.value.message
+    assert live_names(ec2) == ["s1"]
+    assert ec2.describe_security_groups(Filters=[{"Name": "tag:gpubox:box", "Values": ["b2"]}])[
+        "SecurityGroups"] == []  # fmt: skip
+
+
+def test_a_stopped_box_is_not_started_for_a_volume_it_cannot_have(settings, ec2):
+    from gpubox import box
+    from gpubox.errors import GpuboxError
+    from gpubox.state import State
+
+    up(settings, "b1", "data:20")
+    up(settings, "b2", None)
+    state = State(settings.state_path)
+    box.stop(settings, state, "b2")
+    state.close()
+    with pytest.raises(GpuboxError) as refused:
+        up(settings, "b2", "data")
+    assert "attached to box 'b1'" in refused.value.message
+    (b2,) = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:gpubox:box", "Values": ["b2"]}])[
+        "Reservations"] for i in r["Instances"]]  # fmt: skip
+    assert b2["State"]["Name"] == "stopped"

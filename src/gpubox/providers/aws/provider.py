@@ -184,28 +184,11 @@ class AwsProvider:
 
     def _near_volume(self, spec: BoxSpec) -> BoxSpec:
         """A box with a data volume that exists is launched in the volume's zone (first);
-        a request that cannot work (a shrink, another region, a volume in use) stops here."""
-        if not spec.volume or spec.zone:
+        a request that cannot work (a shrink, another region, a volume in use, several
+        volumes of the name) stops here, before anything is launched."""
+        found = self.check_volume(spec.volume, region=spec.region)
+        if found is None or spec.zone:
             return spec
-        from gpubox.providers.aws import volumes
-
-        request = volumes.parse_request(spec.volume)
-        found = volumes.find_volume(self.settings, self.regions(), request.name)
-        if found is None:
-            return spec
-        volumes.refuse_shrink(found, request.size_gb)
-        if spec.region and spec.region != found.region:
-            raise GpuboxError(
-                f"volume '{found.name}' is in {found.region}, not {spec.region}",
-                hint=f"pass --region {found.region}; gpubox moves a volume between zones, "
-                "not regions",
-            )
-        if found.instance_id:
-            raise GpuboxError(
-                f"volume '{found.name}' is attached to box '{found.box or found.instance_id}'",
-                hint=f"`gpubox down {found.box}` keeps the volume and lets it go"
-                if found.box else None,
-            )  # fmt: skip
         self.say(f"volume '{found.name}' is in {found.zone}: launching there when it has room")
         return dataclasses.replace(spec, region=found.region, zone=found.zone)
 
@@ -459,14 +442,27 @@ class AwsProvider:
         return moves.move(self, box, yes=yes, confirm=confirm)
 
     # data volumes (volumes.py) ------------------------------------------------
+    def check_volume(self, text: str | None, box: Box | None = None, region: str | None = None):
+        """The volume `text` asks for, looked for in every region, or None when it is to be
+        made; an error when the box cannot have it (asked before a launch or a start)."""
+        if text is None:
+            return None
+        from gpubox.providers.aws import volumes
+
+        return volumes.check_request(
+            self.settings, self.search_regions(), volumes.parse_request(text),
+            region or (box.region if box else None), box.id if box else None,
+        )  # fmt: skip
+
     def attach_volume(self, box: Box, text: str):
         """The data volume `text` ("NAME[:GiB]") made, grown or moved as needed, attached."""
         from gpubox.providers.aws import volumes
 
-        owner = caller_identity(self.settings).get("Arn", "unknown")
+        identity = caller_identity(self.settings)
         return volumes.prepare(
-            self.settings, self.regions(), volumes.parse_request(text), self._current(box),
-            box.region or "", owner, self.say, self.wait_delay,
+            self.settings, self.search_regions(), volumes.parse_request(text), self._current(box),
+            box.region or "", identity.get("Arn", "unknown"), self.say, self.wait_delay,
+            account=identity.get("Account", ""),
         )  # fmt: skip
 
     def data_volumes(self, box: Box) -> list:
