@@ -6,9 +6,21 @@ instance-metadata address disabled, no AWS config or credentials files.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest_plugins = ["tests.sshd", "tests.aws_calls"]
+
+# The idle agent counts the CPU use of the box's login user, root's included on a host
+# without systemd such as this one, where other tests (and other runs of the suite)
+# burn the CPU as root too. So every agent the suite runs takes this uid, which no
+# account has, for its login user: a test's burner runs as it (setpriv), and nothing
+# else on the machine does (one per process: two runs at once do not share it). The
+# tests of the rule itself (tests/agent/test_work_whose.py) drop it. sshd sessions get
+# it through start_sshd's SetEnv.
+SUITE_LOGIN_UID = 40000 + os.getpid() % 20000
+os.environ["GPUBOX_IDLE_LOGIN_UID"] = str(SUITE_LOGIN_UID)
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -88,7 +100,7 @@ def isolation(tmp_path, monkeypatch):
     # jupyter_lsp (in every Jupyter server here) runs `npm prefix -g`, which logs under npm's cache.
     monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm"))
     keep = ("GPUBOX_HOME", "GPUBOX_PUBLIC_IP_URL", "GPUBOX_LATENCY_ENDPOINT", "GPUBOX_KEEP_BIN_DIR",
-            "GPUBOX_AWS_REGIONS")
+            "GPUBOX_AWS_REGIONS", "GPUBOX_IDLE_LOGIN_UID")
     for name in list(__import__("os").environ):
         if name.startswith("GPUBOX_") and name not in keep:
             monkeypatch.delenv(name, raising=False)

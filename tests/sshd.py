@@ -127,6 +127,9 @@ def start_sshd(
     if session_env is None:  # what the far side writes under ~ stays in the test's folder
         (root / "home").mkdir(exist_ok=True)
         session_env = {"HOME": str(root / "home")}
+    # The idle agent's login user for the suite (tests/conftest.py), unless set here.
+    if os.environ.get("GPUBOX_IDLE_LOGIN_UID"):
+        session_env = {"GPUBOX_IDLE_LOGIN_UID": os.environ["GPUBOX_IDLE_LOGIN_UID"], **session_env}
     host_key = keygen(root / "host_ed25519", "test-host")
     if user_key is None:
         user_key = keygen(root / "user_ed25519", "test-user")

@@ -27,13 +27,16 @@ from tests.agent.test_agent_real import (  # noqa: F401 (its real Jupyter and ag
     jupyter,
     wait_for,
 )
+from tests.conftest import SUITE_LOGIN_UID
 from tests.sshd import free_port
 
 agent_files = importlib.import_module("agent_files")
 keep = importlib.import_module("keep")
 
 MIN = 60.0
-PERSON_UID = 47321  # no account has it: a "user of the box" that root can run a process as
+# The suite's login user for the agent (no account has it): the "user of the box" that
+# root runs a process as (tests/conftest.py; test_work_whose.py tries root and a real user).
+PERSON_UID = SUITE_LOGIN_UID
 
 
 @pytest.fixture
@@ -133,13 +136,13 @@ def test_typing_in_a_jupyterlab_terminal_counts_as_use(box, jupyter):  # noqa: F
     assert [kind for kind, _ in actions] == ["stop"]
 
 
-def test_a_users_process_burning_cpu_is_work_and_a_sleeping_one_or_roots_is_not(box):
+def test_the_login_users_process_burning_cpu_is_work_a_sleeping_one_or_another_users_is_not(box):
     person = ["setpriv", f"--reuid={PERSON_UID}", f"--regid={PERSON_UID}", "--clear-groups"]
     burn = ["/bin/sh", "-c", "while :; do :; done"]
     started = [
         subprocess.Popen(person + burn),  # a `nohup python train.py` of the box's user
         subprocess.Popen(person + ["sleep", "60"]),  # the same user, not working
-        subprocess.Popen(burn),  # root: daemons, not people (root is the test's own user)
+        subprocess.Popen(burn),  # root, here not the login user: not its work
         # A process that looks like a kernel (kernel-ID.json on its command line) which no
         # Jupyter server lists, as when its server died: judged like any other process.
         subprocess.Popen(person + burn + ["/tmp/kernel-0rphan00-0000.json"]),
@@ -155,6 +158,7 @@ def test_a_users_process_burning_cpu_is_work_and_a_sleeping_one_or_roots_is_not(
     burner, sleeper, root_burner, orphan = (p.pid for p in started)
     assert burner in working and working[burner]["cpu_percent"] >= 5
     assert working[burner]["uid"] == PERSON_UID and "while" in working[burner]["command"]
+    assert working[burner]["whose"] == f"uid {PERSON_UID}'s, the login user's"
     assert sleeper not in working and root_burner not in working
     assert orphan in working
 

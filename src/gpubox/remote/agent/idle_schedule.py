@@ -96,6 +96,18 @@ def install_systemd(config, run_as=None):
     )
 
 
+def uid_of(user):
+    """The uid of the named user (None when unknown: the agent's own then), else ours."""
+    if not user:
+        return os.geteuid()
+    try:
+        import pwd
+
+        return pwd.getpwnam(user).pw_uid
+    except (ImportError, KeyError):
+        return None
+
+
 def crontab_lines():
     done = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
     lines = done.stdout.splitlines() if done.returncode == 0 else []
@@ -244,6 +256,8 @@ def install(args):
         idle_peers.pin_node0(args.report_host_key)
     if getattr(args, "node", None) is not None:
         config["node"] = args.node
+    # Whose processes are work (idle_work.py): the user the checks run as.
+    config["login_uid"] = uid_of(getattr(args, "run_as", None))
     if os.environ.get("JUPYTER_RUNTIME_DIR"):
         config["jupyter_runtime_dirs"] = [os.environ["JUPYTER_RUNTIME_DIR"]]
     if args.notice_dir:

@@ -18,8 +18,9 @@ import urllib.error
 import urllib.request
 
 from agent_files import path, pid_alive, read_json, write_json
+from idle_work import judge
 from keep import live_markers
-from proc_table import cpu_usage, read_processes
+from proc_table import cpu_usage, read_processes, uptime
 
 try:
     from idle_peers import read_reports
@@ -28,7 +29,7 @@ except ImportError:  # the guard from boot ships without it; the bootstrap bring
         return [], ["node reports: this agent lacks idle_peers.py (`gpubox up NAME` again)"]
 
 # A process of the box's users that used this much of a core since the last poll is
-# work (a `nohup python train.py`, a loop in tmux).
+# work (a `nohup python train.py`, a loop in tmux); whose processes count: idle_work.py.
 PROCESS_CPU_PERCENT = 20.0
 JUPYTER_SERVER_WORDS = ("jupyter-lab", "jupyter-server", "jupyter-notebook", "jupyterlab",
                         "jupyter_server", "jupyter lab", "jupyter server", "jupyter notebook")  # fmt: skip
@@ -176,22 +177,28 @@ def _is_jupyter_server(command):
     return any(word in command for word in JUPYTER_SERVER_WORDS)
 
 
-def read_cpu_work(config, kernels, server_pids, now, remember):
-    """Each kernel's CPU share (set on the kernel dicts) and the user processes at work.
+def read_cpu_work(config, kernels, server_pids, remember):
+    """Each kernel's CPU share (set on the kernel dicts) and the processes at work:
+    those over the bar that someone using the box runs (idle_work.py says whose).
 
     CPU shares are measured since the previous poll: the sample is kept in
     state/cpu-sample.json between polls (`remember`; a status look leaves it alone).
     """
-    procs, error = read_processes(config.get("proc_dir") or "/proc")
+    proc_dir = config.get("proc_dir") or "/proc"
+    procs, error = read_processes(proc_dir)
+    try:
+        up = uptime(proc_dir)
+    except (OSError, ValueError, IndexError) as exc:
+        procs, error = [], error or f"cannot read {proc_dir}/uptime ({exc})"
     if error:
         for kernel in kernels:
             kernel["cpu_percent"] = None
         return [], ["processes: " + error]
     sample_file = path("state", "cpu-sample.json")
-    usage = cpu_usage(procs, read_json(sample_file, {}), now)
+    usage = cpu_usage(procs, read_json(sample_file, {}), up)
     if remember:
-        write_json(sample_file, {"at": now, "procs": {str(p["pid"]): [p["start"], p["ticks"]]
-                                                      for p in procs}})  # fmt: skip
+        write_json(sample_file, {"uptime": up, "procs": {str(p["pid"]): [p["start"], p["ticks"]]
+                                                          for p in procs}})  # fmt: skip
     unknown = []
     by_kernel = {}
     for proc in procs:
@@ -208,29 +215,21 @@ def read_cpu_work(config, kernels, server_pids, now, remember):
     # Kernels a server lists are judged above; a kernel process no server lists (its
     # server died) is judged like any other process.
     listed = {kernel["pid"] for kernel in kernels if kernel["pid"]}
-    skip = set(server_pids) | listed | {os.getpid(), os.getppid()}
+    skip = set(server_pids) | listed
     limit = float(config.get("process_cpu_percent", PROCESS_CPU_PERCENT))
+    whose = judge(config, procs, server_pids, proc_dir)
     working = []
     for proc in procs:
         percent = usage.get(proc["pid"])
         if percent is None or percent < limit or proc["pid"] in skip:
             continue
-        if not counts_as_person(config, proc["uid"]) or not proc["command"]:
-            continue
         if _is_jupyter_server(proc["command"]):
             continue
-        working.append({"pid": proc["pid"], "uid": proc["uid"], "cpu_percent": round(percent, 1),
-                        "command": proc["command"][:80]})  # fmt: skip
+        why = whose(proc)
+        if why:
+            working.append({"pid": proc["pid"], "uid": proc["uid"], "cpu_percent": round(percent, 1),
+                            "command": proc["command"][:80], "whose": why})  # fmt: skip
     return working, unknown
-
-
-def counts_as_person(config, uid):
-    """Whose processes are work: the setting `process_uids` when given; else people, that
-    is every uid from 1000 up but 65534 (nobody). Root and the system accounts below
-    1000 run daemons (apt, snapd, drivers) that must not keep a box billing."""
-    if config.get("process_uids") is not None:
-        return uid in config["process_uids"]
-    return uid >= 1000 and uid != 65534
 
 
 def node0_up(config, timeout=3.0):
@@ -258,7 +257,7 @@ def read_signals(config, now, remember=True):
     jupyter = read_jupyter(config)
     gpus, gpu_error = read_gpu_utilisation()
     processes, cpu_unknown = read_cpu_work(config, jupyter["kernels"], jupyter["server_pids"],
-                                           now, remember)  # fmt: skip
+                                           remember)  # fmt: skip
     unknown = jupyter["errors"] + cpu_unknown + ([gpu_error] if gpu_error else [])
     for kernel in jupyter["kernels"]:
         kernel["id"] = kernel["id"][:8]
