@@ -68,6 +68,33 @@ def tighten(path: Path) -> None:
         pass  # a folder we cannot chmod still works; writes into it say what is wrong
 
 
+def private_file(path: Path) -> Path:
+    """The file made empty and 0600 if missing, chmod-ed to 0600 if it is this user's and
+    wider (made by an older gpubox or under another umask), for a writer that creates its
+    file itself (SQLite makes its database 0644 less the umask, and its -wal and -shm
+    files with the database's mode)."""
+    private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    except OSError as exc:
+        raise cannot("write", path, exc) from None
+    tighten(path)
+    return path
+
+
+def open_private(path: Path, mode: str = "w", buffering: int = -1):
+    """`open(path, mode)` for a new or replaced file of gpubox's (a log), 0600 whatever the
+    umask, in a 0700 folder; an OSError is one clear error naming the file."""
+    private_dir(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # a file that was there keeps its mode otherwise
+    except OSError as exc:
+        raise cannot("write", path, exc) from None
+    return os.fdopen(fd, mode, buffering=buffering)
+
+
 def write_private(path: Path, data: str | bytes, mode: int = FILE_MODE) -> Path:
     """Replace `path` with `data` atomically; the file is `mode` (0600) from its first byte."""
     private_dir(path.parent)

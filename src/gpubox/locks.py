@@ -13,6 +13,9 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from gpubox.errors import GpuboxError
+from gpubox.localfiles import private_dir
+
 if TYPE_CHECKING:
     from gpubox.config import Settings
     from gpubox.providers.base import Progress
@@ -47,9 +50,9 @@ def volume_lock(
 @contextlib.contextmanager
 def _held(path, on_wait: Progress | None, waiting: str) -> Iterator[None]:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # 0700 whatever the umask (mkdir's default is 0777 less it)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
+    except (OSError, GpuboxError):
         yield
         return
     try:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from gpubox.cluster import Node, nodes_of
 from gpubox.errors import GpuboxError, InvalidInput
 from gpubox.inflight import Interrupted
+from gpubox.localfiles import open_private
 from gpubox.providers.base import BoxState, SshEndpoint
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ def _gpu_count(runner: Runner, node: Node) -> int:
 
 def _one(run: NodeRun, command: str, env: dict[str, str],
          show: Callable[[str], None] | None) -> None:
-    with run.log_path.open("w", buffering=1) as log:
+    with open_private(run.log_path, "w", buffering=1) as log:
         def line(text: str) -> None:
             log.write(text + "\n")
             if show is not None:

@@ -106,11 +106,14 @@ class State:
 
     def _open(self) -> sqlite3.Connection:
         from gpubox.errors import GpuboxError
-        from gpubox.localfiles import private_dir
+        from gpubox.localfiles import private_file, tighten
 
         for _ in range(2):
             try:
-                private_dir(self.path.parent)
+                # 0600 before SQLite opens it: its -wal and -shm files take its mode.
+                private_file(self.path)
+                for tail in ("-wal", "-shm"):  # left wider by an older gpubox
+                    tighten(self.path.with_name(self.path.name + tail))
                 db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
                 db.row_factory = sqlite3.Row
                 try:

@@ -248,6 +248,60 @@ def test_folders_and_files_are_private_whatever_the_umask(isolation):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
+def _under_umask(mask: int, *argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        list(argv), capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
+        timeout=120, preexec_fn=lambda: os.umask(mask),
+    )  # fmt: skip
+
+
+# Holds the state database open (so its -wal and -shm files exist) and says their modes.
+OPEN_STATE = """
+import os, stat
+from gpubox import config
+from gpubox.state import State
+state = State(config.load().state_path)
+state.put("probe", "1")
+for tail in ("", "-wal", "-shm"):
+    path = str(state.path) + tail
+    print(tail or "db", oct(stat.S_IMODE(os.stat(path).st_mode)))
+state.close()
+"""
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o022], ids=["umask000", "umask022"])
+def test_every_folder_is_0700_and_every_file_0600_after_real_commands(
+    endpoint, isolation, tmp_path, mask
+):
+    """The real commands, run under the umask: an AWS box (its key), a local box, a
+    command run on it (its log), status, a setting; then every folder under GPUBOX_HOME
+    is 0700 and every file 0600, the state database and its -wal/-shm included."""
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    (tmp_path / "home").mkdir()
+    commands = [UP, ("up", "here", "--provider", "local", "--no-setup"),
+                ("run", "here", "--", "echo", "hi"), ("status", "--refresh"),
+                ("config", "set", "framework", "jax")]  # fmt: skip
+    for args in commands:
+        done = _under_umask(mask, sys.executable, "-m", "gpubox", *args, env=env)
+        assert done.returncode == 0, (args, done.stderr)
+    opened = _under_umask(mask, sys.executable, "-c", OPEN_STATE, env=env)
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.split() == ["db", "0o600", "-wal", "0o600", "-shm", "0o600"]
+
+    wrong = []
+    for folder, dirs, files in os.walk(isolation):
+        for name in dirs:
+            if stat.S_IMODE((Path(folder) / name).stat().st_mode) != 0o700:
+                wrong.append(f"{oct((Path(folder) / name).stat().st_mode)} {folder}/{name}/")
+        for name in files:
+            if stat.S_IMODE((Path(folder) / name).stat().st_mode) != 0o600:
+                wrong.append(f"{oct((Path(folder) / name).stat().st_mode)} {folder}/{name}")
+    made = {p.name for p in isolation.rglob("*")}
+    assert {"state.sqlite", "locks", "keys", "box1.pem", "node-0.log", "config.toml"} <= made
+    assert wrong == []
+    assert stat.S_IMODE(isolation.stat().st_mode) == 0o700
+
+
 @pytest.mark.sshd
 @pytest.mark.slow  # a dozen real `gpubox` runs, each with an ssh connection
 def test_parallel_up_and_down_of_ssh_boxes_leave_exactly_the_live_ones_in_the_ssh_config(

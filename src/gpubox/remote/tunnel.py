@@ -120,21 +120,14 @@ def open_tunnel(
         )
     ensure_host_key(endpoint, settings, name)
     port = local_port or free_local_port()
-    from gpubox.localfiles import private_dir
+    from gpubox.localfiles import open_private
 
-    private_dir(settings.log_dir)
     log_path = settings.log_dir / f"{label}-{name}.log"
     argv = ["ssh", *base_options(endpoint, settings, name, multiplex=False)]
     argv += ["-o", "ExitOnForwardFailure=yes", "-N", "-T"]
     argv += ["-L", f"127.0.0.1:{port}:localhost:{remote_port}"]
     argv += ["-l", endpoint.user, "--", endpoint.host]
-    try:
-        log = log_path.open("w")
-    except OSError as exc:
-        from gpubox.localfiles import cannot
-
-        raise cannot("write", log_path, exc) from None
-    with log:
+    with open_private(log_path) as log:
         # A session of its own: the tunnel outlives this command and its Ctrl-C.
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
