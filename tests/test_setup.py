@@ -26,7 +26,7 @@ def test_the_scripts_step_order_is_setups_step_list():
 
 def test_the_box_environment_gpubox_run_uses_is_the_one_the_bootstrap_makes():
     text = SCRIPT.read_text()
-    dirs = dict(re.findall(r'^(GPUBOX_DIR|VENV)="([^"]*)"$', text, flags=re.MULTILINE))
+    dirs = dict(re.findall(r'^(GPUBOX_DIR|VENV)="([^"]*)"', text, flags=re.MULTILINE))
     assert dirs["VENV"].replace("$GPUBOX_DIR", dirs["GPUBOX_DIR"]) == setup.BOX_ENV
 
 

@@ -310,19 +310,21 @@ def up(
         say(f"volume '{volume.volume.name}' mounted at {mounted.mount_dir} ({how})")
     state.journal(spec.name, "setup")
     inflight.step(f"setting up '{spec.name}' over SSH (a re-run skips the steps done)")
-    result = setup_mod.run_setup(
-        runner,
-        guard_settings_for(settings, box, spec),
-        box_name=spec.name,
-        framework=framework,
-        on_event=_setup_step_told(spec.name, on_step),
-        spot=box.spot,
-    )
-    state.journal(spec.name, "jupyter")
-    inflight.step(f"starting Jupyter on '{spec.name}' (its setup is done)")
-    url = jupyter.open_jupyter(
-        settings, state, box, endpoint, local_port=local_port, browser=browser
-    )
+    if endpoint.local and local_port:  # no tunnel here: --port is Jupyter's own port
+        settings = settings.with_overrides(jupyter_port=local_port)
+    with setup_mod.failure_noted(state, spec.name):  # `status` says what failed
+        result = setup_mod.run_setup(
+            runner,
+            guard_settings_for(settings, box, spec),
+            box_name=spec.name,
+            framework=framework,
+            on_event=_setup_step_told(spec.name, on_step),
+            spot=box.spot,
+        )
+        state.journal(spec.name, "jupyter")
+        inflight.step(f"starting Jupyter on '{spec.name}' (its setup is done)")
+        url = jupyter.open_jupyter(settings, state, box, endpoint, local_port=local_port,
+                                   browser=browser, remote_port=result.jupyter_port)
     state.journal(spec.name, "done", url=url)
     return UpResult(box, created, started, setup=result, url=url, volume=volume)
 

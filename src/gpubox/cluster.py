@@ -178,13 +178,17 @@ def up(
     head = results[0]
     if not setup:
         return replace(head, message="setup skipped (--no-setup)")
-    outcome = setup_nodes(settings, [(s, r.box) for s, r in zip(specs, results, strict=True)],
-                          framework=framework, on_progress=say, on_step=on_step)
     from gpubox import jupyter
+    from gpubox.setup import failure_noted
 
-    prov = lifecycle.provider(settings, specs[0].provider)
-    url = jupyter.open_jupyter(settings, state, head.box, prov.endpoint(head.box),
-                               local_port=local_port, browser=browser)
+    state.journal(specs[0].name, "setup")
+    with failure_noted(state, specs[0].name):  # `status` says what failed
+        outcome = setup_nodes(settings, [(s, r.box) for s, r in zip(specs, results, strict=True)],
+                              framework=framework, on_progress=say, on_step=on_step)
+        prov = lifecycle.provider(settings, specs[0].provider)
+        url = jupyter.open_jupyter(settings, state, head.box, prov.endpoint(head.box),
+                                   local_port=local_port, browser=browser,
+                                   remote_port=outcome[0].jupyter_port)
     state.journal(specs[0].name, "done", url=url)
     return replace(head, setup=outcome[0], url=url)
 

@@ -57,7 +57,9 @@ class Settings:
     # table (pin a version, or a wheel that lies in pip_find_links), e.g. "torch==2.13.0".
     framework_packages: str | None = None
     install_driver: bool = True
-    jupyter_port: int = 8888  # on the box, bound to its 127.0.0.1
+    # Jupyter's port on the box (bound to its 127.0.0.1). Set, it pins that port; unset,
+    # 8888, or a free port the bootstrap picks when another program holds 8888.
+    jupyter_port: int | None = None
 
     # Idle auto-stop. Written "30m", "2h" or "off"; held as minutes, 0 meaning off.
     idle_stop_minutes: int = 60

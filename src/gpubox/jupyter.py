@@ -3,6 +3,9 @@
 The server runs on the box bound to its own 127.0.0.1 (the bootstrap starts it with
 the token made here), so it is never exposed on a public port; gpubox reaches it
 through an SSH tunnel to a free local port and prints the right URL, token included.
+Its port on the box is the setting jupyter_port when set; else 8888, or the free port
+the bootstrap chose when another program held 8888: setup reports it and it is kept
+here (`jupyter_port.NAME` in the state) for `gpubox jupyter NAME` and later runs.
 The token is made on this machine, kept with owner-only permissions, and reaches the
 host over ssh's stdin, never on a command line other users could read in `ps`.
 """
@@ -86,6 +89,30 @@ def forget_token(settings: Settings, name: str) -> bool:
     return True
 
 
+def _port_key(name: str) -> str:
+    return f"jupyter_port.{name}"
+
+
+def remember_port(state: State, name: str, port: int) -> None:
+    """The port the box's Jupyter listens on, on the box (setup says which)."""
+    state.put(_port_key(name), str(port))
+
+
+def box_port(settings: Settings, state: State, name: str) -> int:
+    """Where the box's Jupyter listens on the box: the port setup reported last, else the
+    setting, else 8888."""
+    from gpubox.setup import DEFAULT_JUPYTER_PORT
+
+    kept = state.get(_port_key(name)) or ""
+    if kept.isdigit():
+        return int(kept)
+    return settings.jupyter_port or DEFAULT_JUPYTER_PORT
+
+
+def forget_port(state: State, name: str) -> None:
+    state.put(_port_key(name), "")
+
+
 def jupyter_url(local_port: int, token: str) -> str:
     return f"http://127.0.0.1:{local_port}/lab?token={token}"
 
@@ -148,14 +175,20 @@ def open_jupyter(
     *,
     local_port: int | None = None,
     browser: bool = True,
+    remote_port: int | None = None,
 ) -> str:
-    """Make sure Jupyter answers, tunnel to it (reusing a live tunnel), return its URL."""
+    """Make sure Jupyter answers, tunnel to it (reusing a live tunnel), return its URL.
+    remote_port: its port on the box, as setup just reported it (then remembered);
+    default: the one remembered (box_port)."""
     from gpubox.remote import tunnel as tunnels
     from gpubox.remote.ssh import runner_for
 
     name = box.name
     token = token_for(settings, name, create=False)
-    remote_port = settings.jupyter_port
+    if remote_port is None:
+        remote_port = box_port(settings, state, name)
+    else:
+        remember_port(state, name, remote_port)
     if endpoint.local:
         code = api_status(remote_port, token)
         if code != 200:
@@ -197,9 +230,12 @@ def _reuse_tunnel(state: State, name: str, local_port: int | None, token: str) -
     if saved is None:
         return None
     alive = tunnels.tunnel_alive(saved["pid"], saved["local_port"])
-    if alive and local_port in (None, saved["local_port"]):
+    # Reused only when it still reaches this box's Jupyter (which may have moved to
+    # another port on the box since the tunnel was opened).
+    if (alive and local_port in (None, saved["local_port"])
+            and api_status(saved["local_port"], token) == 200):
         return jupyter_url(saved["local_port"], token)  # the cache keeps no token
-    if alive:  # the user asked for another port: move the tunnel there
+    if alive:  # another local port asked for, or a stale forward: open it anew
         tunnels.close_tunnel(saved["pid"])
     state.drop_tunnel(name)
     return None

@@ -53,6 +53,9 @@ def forget_here(settings: Settings, state: State, name: str) -> list[str]:
     if update_ssh_config(settings, name, None, only_if_present=True):
         removed.append("ssh config entry")
     forget_client_files(settings, name)
+    from gpubox.jupyter import forget_port
+
+    forget_port(state, name)
     if state.box(name) is not None:
         removed.append("cached status")
     state.run_stopped(name, time.time())

@@ -9,13 +9,14 @@ step's name, the last lines of its log on the host and the log's path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -51,6 +52,9 @@ _MARKER = re.compile(
     r"^::gpubox step=(?P<step>\S+) status=(?P<status>\S+) seconds=(?P<seconds>[0-9.]+)"
     r"(?: msg=(?P<msg>.*))?$"
 )
+# The jupyter step's own line: the port Jupyter listens on, on the host.
+_JUPYTER_PORT = re.compile(r"^::gpubox jupyter_port=(?P<port>[0-9]+)$")
+DEFAULT_JUPYTER_PORT = 8888
 # One shell line: what the client must know before it can choose a framework build.
 PROBE_COMMAND = (
     'echo "::probe home=$HOME"; '
@@ -91,7 +95,7 @@ class SetupResult:
     plan: frameworks.InstallPlan
     events: tuple[StepEvent, ...]
     device: dict[str, Any] = field(default_factory=dict)  # ~/.gpubox/state/device.json
-    jupyter_port: int = 8888
+    jupyter_port: int = DEFAULT_JUPYTER_PORT  # on the host: the setting's, or the one chosen
     notebook_dir: str = "~/d2l"
     seconds: float = 0.0
 
@@ -154,7 +158,8 @@ def script_env(
         "GPUBOX_DEFAULT_INDEX_URL": plan.default_index_url or "",
         "GPUBOX_FIND_LINKS": plan.find_links or "",
         "GPUBOX_NOTEBOOKS_URL": settings.notebooks_url,
-        "GPUBOX_JUPYTER_PORT": str(settings.jupyter_port),
+        # A port pins it; "auto": 8888 (or the last one), or a free one when it is taken.
+        "GPUBOX_JUPYTER_PORT": str(settings.jupyter_port) if settings.jupyter_port else "auto",
         "GPUBOX_JUPYTER_TOKEN": token,
         "GPUBOX_INSTALL_DRIVER": "1" if settings.install_driver else "0",
         # 0 (or less) turns the idle agent's auto-stop off.
@@ -249,9 +254,14 @@ def run_setup(
 
     events: list[StepEvent] = []
     other_lines: list[str] = []
+    ports: list[int] = []
 
     def on_line(line: str) -> None:
         event = parse_marker(line)
+        port = _JUPYTER_PORT.match(line.strip())
+        if port is not None:
+            ports.append(int(port["port"]))
+            return
         if event is None:
             other_lines.append(line)
             del other_lines[:-LOG_TAIL_LINES]
@@ -272,7 +282,7 @@ def run_setup(
         plan=plan,
         events=tuple(events),
         device=device,
-        jupyter_port=settings.jupyter_port,
+        jupyter_port=ports[-1] if ports else settings.jupyter_port or DEFAULT_JUPYTER_PORT,
         notebook_dir=f"{host.home}/d2l",
         seconds=time.monotonic() - started,
     )
@@ -294,8 +304,10 @@ def _failure(
                            f"{host.home}/.gpubox/bootstrap.sh")
     log_path = f"{host.home}/.gpubox/logs/{event.step}.log"
     tail = runner.run(f"tail -n {LOG_TAIL_LINES} '{log_path}'", check=False).stdout
-    # The marker's message is the one line a person reads first; the log tail follows.
-    error = SetupFailed(event.step, f"{event.msg}\n{tail}".strip(), log_path)
+    # The marker's message is the one line a person reads first; the log tail follows:
+    # this run's lines only (the log keeps every run's), without the message again.
+    error = SetupFailed(event.step, f"{event.msg}\n{_this_run(tail, event.msg)}".strip(),
+                        log_path)
     if "No space left on device" in tail or "disk is full" in event.msg:
         error.hint = (
             f"the host's disk is full ({_gb(host.disk_free_gb)} free before setup): free space "
@@ -304,8 +316,41 @@ def _failure(
     return error
 
 
+def _this_run(tail: str, msg: str) -> str:
+    """The log's lines since its last `=== <time> step NAME` header, bar `error: <msg>`."""
+    lines = tail.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("=== ")]
+    lines = lines[starts[-1] + 1:] if starts else lines
+    return "\n".join(line for line in lines if not (msg and line.strip() == f"error: {msg}"))
+
+
 def _gb(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f} GB"
+
+
+@contextlib.contextmanager
+def failure_noted(state: Any, name: str) -> Iterator[None]:
+    """A setup (or its Jupyter) that fails leaves its step and first line in the box's
+    journal, for `status` to show (failure_of); the journal's step stays what it was."""
+    try:
+        yield
+    except GpuboxError as exc:
+        last = state.last_step(name)
+        where = last[0] if last else "setup"
+        step = exc.step if isinstance(exc, SetupFailed) else where
+        first = (exc.log_tail if isinstance(exc, SetupFailed) else exc.message).strip()
+        state.journal(name, where, failed=step, why=first.splitlines()[0] if first else "")
+        raise
+
+
+def failure_of(state: Any, name: str) -> str | None:
+    """'failed at step jupyter: port 8888 …' when the box's last setup failed, else None
+    (a later `up` that gets through, or `down`, writes a newer journal entry)."""
+    last = state.last_step(name)
+    if last is None or "failed" not in last[1]:
+        return None
+    why = last[1].get("why") or ""
+    return f"failed at step {last[1]['failed']}" + (f": {why}" if why else "")
 
 
 def stop_services(runner: Runner) -> bool:

@@ -93,7 +93,8 @@ def _agent_options() -> list[str]:
 def jupyter(
     name: str = typer.Argument(..., help="The box whose Jupyter to open."),
     port: int = typer.Option(
-        None, "--port", "-p", help="Local port for the tunnel (default: a free one)."
+        None, "--port", "-p", help="Port on THIS machine: the local end of the tunnel "
+        "(default: a free one). Jupyter's port on the box is the one setup gave it."
     ),
     no_browser: bool = typer.Option(
         False, "--no-browser", help="Print the URL only; do not open a browser."

@@ -38,6 +38,8 @@ def _step_line(event) -> None:
         return
     mark = {"done": "[green]✓[/]", "skip": "[dim]·[/]", "fail": "[red]✗[/]"}.get(status, "•")
     took = f" {float(seconds):.1f}s" if seconds not in (None, "") else ""
+    if status == "fail":
+        msg = ""  # the error that ends `up` says it, once
     from rich.markup import escape
 
     render.err_console().print(f"{mark} {escape(step):<11}{took:>7}  {escape(msg)}")
@@ -195,7 +197,11 @@ def up(
         bool, typer.Option("--browser/--no-browser", help="Open Jupyter in the browser at the end.")
     ] = True,
     port: Annotated[
-        int | None, typer.Option(help="Local port for the Jupyter tunnel (default: a free one).")
+        int | None,
+        typer.Option(help="Port on THIS machine for Jupyter's URL: the local end of the SSH "
+                     "tunnel (default: a free one); a local box has no tunnel, so there it "
+                     "is Jupyter's own port. The port on the box is the setting jupyter_port "
+                     "(default 8888, or a free one when 8888 is taken)."),
     ] = None,
     forward: Annotated[
         list[str] | None,
@@ -236,6 +242,8 @@ def up(
     settings = load_settings().with_overrides(
         region=region, ssh_from=ssh_from, framework=framework
     )
+    if provider is None and not (host or type or image or spot or region or max_price or volume):
+        provider = _provider_of(settings, name)  # `gpubox up NAME` again: where it lives
     hosts = host or []
     host = hosts[0] if hosts else None
     count = cluster.check_node_count(nodes, hosts)
@@ -351,6 +359,13 @@ def up(
         render.say(f"shell: gpubox ssh {box.name}    close the tunnel: gpubox jupyter {box.name} --stop")
 
 
+def _provider_of(settings, name: str) -> str | None:
+    """The provider of the box called `name` as gpubox last saw it, if it knows one."""
+    with _open_state(settings) as state:
+        cached = state.box(name)
+    return cached.provider if cached is not None else None
+
+
 def _nodes_guard_note(name: str, setup: bool) -> str:
     if setup:
         return (f"idle guard: node 0 ('{name}') stops the box once every node has been idle "
@@ -411,8 +426,9 @@ def _guard_notes(settings, spec, box, setup, result=None):
                     "1h --max-hours H`; --max-hours and --pre-stop apply from then")  # fmt: skip
 
 
-def _box_rows(boxes):
+def _box_rows(boxes, failed=None):
     now = time.time()
+    failed = failed or {}
     for b in boxes:
         uptime = render.duration(now - b.launched_at) if b.launched_at and b.state.value == "running" else ""
         cost = render.money(b.price_per_hour) if b.price_per_hour is not None and b.provider == "aws" else ""
@@ -420,6 +436,8 @@ def _box_rows(boxes):
             # What a stopped box still costs: its disk, per month.
             cost = render.money(_disk_per_month(b)[0], "/mo disk")
         state = b.state.value + (" (spot interruption)" if b.get("interrupted") else "")
+        if failed.get(b.name):  # the reason is printed under the table
+            state += f" · setup {failed[b.name].split(':', 1)[0]}"
         shown = f"└ {b.name}" if b.get("node") not in (None, "0") else b.name  # a further node
         yield (shown, b.provider, state, b.type or "", b.region or "", b.address or "", uptime, cost)
 
@@ -452,6 +470,7 @@ def status_cmd(
         boxes = cluster.status(settings, state, name, refresh=refresh, warnings=warnings)
         # One box asked for by name: also what its idle agent says (one SSH command).
         idle = _idle_of(settings, state, boxes[0]) if name and refresh is not False else None
+        failed = _setup_failures(state, boxes)
         open_forwards = _forwards_of(state, name) if name else []
         if idle is not None:
             from gpubox.idle import remember_failed_stop
@@ -465,6 +484,9 @@ def status_cmd(
             rows[0]["idle"] = dataclasses.asdict(idle)
         if open_forwards:
             rows[0]["forwards"] = [dataclasses.asdict(f) for f in open_forwards]
+        for row in rows:
+            if failed.get(row["name"]):
+                row["setup"] = failed[row["name"]]
         render.print_json(rows)
         return
     if not boxes and warnings:  # AWS could not be asked: not "no boxes yet"
@@ -473,7 +495,11 @@ def status_cmd(
     if not boxes:
         render.info("no boxes yet; make one with `gpubox up NAME --provider local` (or --type, --host)")
         return
-    render.table(["name", "provider", "state", "type", "region", "address", "up", "$"], _box_rows(boxes))
+    render.table(["name", "provider", "state", "type", "region", "address", "up", "$"],
+                 _box_rows(boxes, failed))
+    for box_name, why in failed.items():
+        render.error(f"{box_name}: setup {why}",
+                     hint=f"`gpubox up {box_name}` tries again (done steps are skipped)")
     if idle is not None:
         render.guard_report(boxes[0].name, idle)
     else:
@@ -485,6 +511,14 @@ def status_cmd(
             from gpubox.providers.aws.spot import Interruption
 
             render.warn(f"{b.name}: " + Interruption(action=b.get("interrupted")).describe(b.name))
+
+
+def _setup_failures(state, boxes):
+    """{name: 'failed at step jupyter: …'} of the boxes whose last setup failed."""
+    from gpubox.setup import failure_of
+
+    found = {b.name: failure_of(state, b.name) for b in boxes}
+    return {name: why for name, why in found.items() if why}
 
 
 def _failed_stops(settings, boxes):

@@ -11,7 +11,9 @@
 #   GPUBOX_DEFAULT_INDEX_URL    replaces PyPI (a mirror)
 #   GPUBOX_FIND_LINKS           a folder or URL of wheels
 #   GPUBOX_NOTEBOOKS_URL        the book's notebooks zip
-#   GPUBOX_JUPYTER_PORT, GPUBOX_JUPYTER_TOKEN
+#   GPUBOX_JUPYTER_PORT         a port pins Jupyter to it; "auto" (the default): the port
+#                               it had here last time, else 8888, else a free one
+#   GPUBOX_JUPYTER_TOKEN
 #   GPUBOX_INSTALL_DRIVER       1 | 0
 #   GPUBOX_IDLE_MINUTES         handed to the idle agent, with GPUBOX_MAX_HOURS,
 #                               GPUBOX_PRE_STOP(_SECONDS), GPUBOX_IDLE_STOP_COMMAND, GPUBOX_BOX_NAME
@@ -25,7 +27,7 @@ set -euo pipefail
 GPUBOX_DIR="$HOME/.gpubox"
 LOG_DIR="$GPUBOX_DIR/logs"
 STATE_DIR="$GPUBOX_DIR/state"
-VENV="$GPUBOX_DIR/venv"
+VENV="$GPUBOX_DIR/venv"  # gpubox/setup.py's BOX_ENV: `gpubox run` puts its bin/ first on PATH
 NOTEBOOK_DIR="$HOME/d2l"
 # The order of the steps; gpubox/setup.py's STEPS is the same tuple (a test compares them).
 # The device check comes right after the framework: a build that misses the GPU fails
@@ -37,7 +39,16 @@ FRAMEWORK_TAG="${GPUBOX_FRAMEWORK_TAG:-cpu}"
 FRAMEWORK_PACKAGES="${GPUBOX_FRAMEWORK_PACKAGES:-torch}"
 INDEX_URL="${GPUBOX_INDEX_URL:-}"
 NOTEBOOKS_URL="${GPUBOX_NOTEBOOKS_URL:-}"
-JUPYTER_PORT="${GPUBOX_JUPYTER_PORT:-8888}"
+# Jupyter's port on this host. A number pins it (taken by another program: the step
+# fails). "auto": the port this box's Jupyter had here last time (state/jupyter-port),
+# else 8888; when another program holds it, the jupyter step picks a free one.
+JUPYTER_PORT="${GPUBOX_JUPYTER_PORT:-auto}"
+JUPYTER_PORT_PINNED=1
+if [[ "$JUPYTER_PORT" == auto ]]; then
+  JUPYTER_PORT_PINNED=0
+  JUPYTER_PORT=$(cat "$STATE_DIR/jupyter-port" 2>/dev/null || true)
+  [[ "$JUPYTER_PORT" =~ ^[0-9]+$ ]] || JUPYTER_PORT=8888
+fi
 JUPYTER_TOKEN="${GPUBOX_JUPYTER_TOKEN:-}"
 INSTALL_DRIVER="${GPUBOX_INSTALL_DRIVER:-1}"
 IDLE_MINUTES="${GPUBOX_IDLE_MINUTES:-60}"
@@ -540,6 +551,17 @@ port_in_use() {
   python3 -c "import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); sys.exit(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) != 0)" "$1"
 }
 
+# A port on 127.0.0.1 that nothing listens on now (the kernel's choice).
+free_port() {
+  python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
+}
+
+# The port the client tunnels to: a line of its own on the marker stream.
+say_jupyter_port() {
+  record jupyter-port "$JUPYTER_PORT"
+  printf '::gpubox jupyter_port=%s\n' "$JUPYTER_PORT" >&3
+}
+
 stop_our_jupyter() {
   if [[ -f "$STATE_DIR/jupyter-mode" && "$(cat "$STATE_DIR/jupyter-mode")" == systemd ]]; then
     systemctl --user stop gpubox-jupyter.service 2>/dev/null || true
@@ -566,13 +588,20 @@ step_jupyter() {
   if [[ -x "$VENV/bin/python" && -f "$GPUBOX_DIR/agent/jupyter_notice.py" ]]; then
     "$VENV/bin/python" "$GPUBOX_DIR/agent/jupyter_notice.py" install || echo "the JupyterLab idle banner could not be installed"
   fi
-  if jupyter_answers; then
+  if jupyter_answers; then  # with this box's token: ours, not another program's
+    say_jupyter_port
     skip "Jupyter is running on 127.0.0.1:$JUPYTER_PORT ($(cat "$STATE_DIR/jupyter-mode" 2>/dev/null))"
     return 0
   fi
   stop_our_jupyter
+  local moved=""
   if port_in_use "$JUPYTER_PORT"; then
-    fail "port $JUPYTER_PORT on the host is taken by another program: stop it, or choose another port with the setting jupyter_port (gpubox config set jupyter_port 8899)"
+    if [[ $JUPYTER_PORT_PINNED == 1 ]]; then
+      fail "port $JUPYTER_PORT on the host is taken by another program, and the setting jupyter_port pins Jupyter to it: stop that program, choose another port (gpubox config set jupyter_port 8899), or let gpubox pick a free one (gpubox config unset jupyter_port)"
+    fi
+    moved="port $JUPYTER_PORT on the host is taken by another program, so "
+    JUPYTER_PORT=$(free_port)
+    echo "${moved}Jupyter gets port $JUPYTER_PORT"
   fi
   if ! has_module jupyterlab; then pip_install jupyterlab; fi
   # The token goes in a file only the user can read, not on a command line that
@@ -610,7 +639,8 @@ step_jupyter() {
   echo "$mode" >"$STATE_DIR/jupyter-mode"
   for _ in $(seq 300); do
     if jupyter_answers; then
-      note "Jupyter on 127.0.0.1:$JUPYTER_PORT, root $NOTEBOOK_DIR, kept running by $mode"
+      say_jupyter_port
+      note "${moved}Jupyter on 127.0.0.1:$JUPYTER_PORT, root $NOTEBOOK_DIR, kept running by $mode"
       return 0
     fi
     if [[ $mode == nohup ]] && ! kill -0 "$(cat "$STATE_DIR/jupyter.pid")" 2>/dev/null; then
@@ -642,7 +672,7 @@ step_agent() {
   local -a guard=(--max-hours "${GPUBOX_MAX_HOURS:-off}" --box-name "${GPUBOX_BOX_NAME:-}"
     --pre-stop "${GPUBOX_PRE_STOP:-}" --pre-stop-seconds "${GPUBOX_PRE_STOP_SECONDS:-300}")
   if [[ -n "${GPUBOX_IDLE_STOP_COMMAND:-}" ]]; then guard+=(--stop-command "$GPUBOX_IDLE_STOP_COMMAND"); fi
-  want="idle=$IDLE_MINUTES ${guard[*]} $(cksum <"$agent")"
+  want="idle=$IDLE_MINUTES jupyter=$JUPYTER_PORT ${guard[*]} $(cksum <"$agent")"
   if recorded agent "$want"; then skip "$(cat "$STATE_DIR/agent_note" 2>/dev/null)"; return 0; fi
   # The agent reads the token from a file only the user can read, to see notebook use.
   (umask 077; printf '%s\n' "$JUPYTER_TOKEN" >"$GPUBOX_DIR/jupyter-token")
