@@ -73,8 +73,9 @@ def judge(config, procs, jupyter_pids, proc_dir="/proc"):
 
     def whose(proc):
         pid = proc["pid"]
-        if pid == 1 or proc["ppid"] in (0, 2) or pid in agent or not proc["command"]:
-            return None  # init, kernel threads (and a container's outside), the agent
+        # (A parent of 0 is outside this PID namespace: `docker exec`, nsenter; it counts.)
+        if pid == 1 or proc["ppid"] == 2 or pid in agent or not proc["command"]:
+            return None  # init, kernel threads, the agent and what started it
         if AGENT_DIR in proc["command"]:
             return None  # another run of the agent (a status look while a check runs)
         line = lineage(pid, parents)
