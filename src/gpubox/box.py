@@ -229,8 +229,10 @@ def up(
     """
     check_name(spec.name)
     refuse_volume(spec)
-    inflight.begin(f"bringing up '{spec.name}'", undo=f"gpubox down {spec.name}"
-                   + (" --yes" if spec.provider == "aws" else ""))  # fmt: skip
+    if not inflight.nested():  # a node of a box of several: the box's record stays
+        inflight.begin(f"bringing up '{spec.name}'", undo=f"gpubox down {spec.name}"
+                       + (" --yes" if spec.provider == "aws" else ""),
+                       box=spec.name if spec.provider == "aws" else None)  # fmt: skip
     on_progress = _told(on_progress)
     say = on_progress
     cached = state.box(spec.name)
@@ -485,9 +487,11 @@ def status(
 
 
 def stop(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
-    inflight.begin(f"stopping '{name}'")
+    if not inflight.nested():  # a node of a box of several: the box's record stays
+        inflight.begin(f"stopping '{name}'")
     on_progress = _told(on_progress)
     prov, box = find_box(settings, state, name, on_progress)
+    inflight.about(name if box.provider == "aws" else None)
     inflight.box(box)
     if box.state is BoxState.STOPPED:
         _record_run(state, box)  # stopped already (idle agent, console): at EC2's stop time
@@ -517,12 +521,14 @@ def start(
     """Start a stopped box. When AWS has no capacity for it: `waiting` (capacity.Waiting)
     tries again with backoff; `instance_type` resizes it first; `move` brings it up in
     another zone (the old instance is deleted only after a yes)."""
-    inflight.begin(f"starting '{name}'", undo=f"gpubox stop {name}")
+    if not inflight.nested():  # a node of a box of several: the box's record stays
+        inflight.begin(f"starting '{name}'", undo=f"gpubox stop {name}")
     on_progress = _told(on_progress)
-    if instance_type:
+    if instance_type and find_box(settings, state, name, on_progress)[1].type != instance_type:
         return resize(settings, state, name, instance_type=instance_type, yes=yes,
                       confirm=confirm, on_progress=on_progress)[0]  # fmt: skip
     prov, box = find_box(settings, state, name, on_progress)
+    inflight.about(name if box.provider == "aws" else None)
     inflight.box(box)
     if box.state is BoxState.RUNNING:
         return box
@@ -551,6 +557,14 @@ def resize(
     from gpubox.errors import NotSupported
 
     prov, box = find_box(settings, state, name, on_progress)
+    if box.get("cluster"):  # every node or none: one node alone would leave the others
+        raise NotSupported(
+            f"'{name}' is {'node ' + str(box.get('node')) + ' of ' if box.get('cluster') != name else ''}"
+            f"box '{box.get('cluster')}' of several nodes; gpubox resizes a box of one "
+            "machine: nothing was changed",
+            hint=f"`gpubox down {box.get('cluster')} --yes`, then `gpubox up "
+            f"{box.get('cluster')} --nodes N --type T` makes it anew at the new size",
+        )
     if not hasattr(prov, "plan_resize"):
         raise NotSupported(
             f"'{name}' is a {box.provider} box; gpubox resizes the AWS boxes it rents",

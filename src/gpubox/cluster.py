@@ -18,7 +18,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gpubox import box as lifecycle
-from gpubox.errors import ConfirmationRequired, GpuboxError, InvalidInput, NotFound
+from gpubox import inflight
+from gpubox.errors import (
+    ConfirmationRequired,
+    GpuboxError,
+    InvalidInput,
+    NotFound,
+    NotSupported,
+    did_you_mean,
+)
 from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, Provider
 
 if TYPE_CHECKING:
@@ -153,11 +161,78 @@ def up(
     nodes this call made are removed again (ssh hosts forgotten, new AWS instances
     terminated: they hold nothing yet), so nothing is left half-made or billing.
     """
-    say = on_progress or (lambda _: None)
+    if specs[0].provider == "aws":
+        check_aws_names(settings, state, specs)
     if len(specs) == 1:
         return lifecycle.up(settings, state, specs[0], setup=setup, framework=framework,
                             browser=browser, local_port=local_port, on_progress=on_progress,
                             on_step=on_step, waiting=waiting)
+    name = specs[0].cluster or specs[0].name
+    aws = specs[0].provider == "aws"
+    inflight.begin(f"bringing up '{name}' ({len(specs)} nodes)",
+                   undo=f"gpubox down {name}" + (" --yes" if aws else ""),
+                   box=name if aws else None)  # fmt: skip
+    with inflight.owning():
+        return _up_nodes(settings, state, specs, setup=setup, framework=framework,
+                         browser=browser, local_port=local_port, on_progress=on_progress,
+                         on_step=on_step, waiting=waiting)
+
+
+def check_aws_names(settings: Settings, state: State, specs: Sequence[BoxSpec]) -> None:
+    """Before anything is made: the name is no node of another box; a box that exists
+    as one machine is not grown into several (its instance is in no placement group),
+    nor one of several shrunk; and no node's name (NAME-1 ...) is another box's."""
+    from gpubox.providers.aws import resources
+
+    name = specs[0].cluster or specs[0].name
+    found = resources.live_named(settings, state, [s.name for s in specs])
+    for inst in found.get(name, []):
+        cluster = resources.tag_value(inst, resources.CLUSTER_TAG)
+        if cluster and cluster != name:
+            count = len(resources.scan(settings, state, cluster).ranks)
+            raise refuse_node(name, cluster, resources.rank_of(inst), count, "up")
+    head = found.get(name, [])
+    if head and len(specs) > 1:
+        if not any(resources.tag_value(i, resources.CLUSTER_TAG) for i in head):
+            raise InvalidInput(
+                f"box '{name}' exists as one machine; `up --nodes {len(specs)}` would make "
+                f"{len(specs) - 1} more that are no part of it: nothing was made",
+                hint=f"`gpubox up {name}` uses it as it is; for {len(specs)} nodes: "
+                f"`gpubox down {name} --yes`, then `gpubox up {name} --nodes {len(specs)} ...`, "
+                "or pick another name",
+            )
+        have = resources.scan(settings, state, name).ranks
+        if len(specs) < len(have):
+            raise InvalidInput(
+                f"box '{name}' has {len(have)} nodes; `up` uses a box as it is, and removes "
+                "no node to match a smaller --nodes: nothing was changed",
+                hint=f"`gpubox up {name} --nodes {len(have)}` uses all of them; "
+                f"`gpubox down {name} --yes` removes them",
+            )
+    for spec in specs[1:]:
+        strangers = [i for i in found.get(spec.name, []) if resources.box_of(i) != name]
+        if strangers:
+            raise InvalidInput(
+                f"node {spec.node_rank} of '{name}' would be called '{spec.name}', and another "
+                f"box has that name ({strangers[0]['InstanceId']}): nothing was made",
+                hint=f"pick another name for the box, or `gpubox down {spec.name}` first",
+            )
+
+
+def _up_nodes(
+    settings: Settings,
+    state: State,
+    specs: Sequence[BoxSpec],
+    *,
+    setup: bool,
+    framework: str | None,
+    browser: bool,
+    local_port: int | None,
+    on_progress: Progress | None,
+    on_step: Callable[[Any], None] | None,
+    waiting: Any,
+) -> lifecycle.UpResult:
+    say = on_progress or (lambda _: None)
     results: list[lifecycle.UpResult] = []
     for spec in specs:
         say(f"node {spec.node_rank}: {spec.name}")
@@ -285,18 +360,129 @@ def node0_sshd(settings: Settings, head: Box) -> str:
     return f"{node_address(Node(0, head, prov), endpoint)}:{port}"
 
 
+def refuse_node(name: str, box: str, rank: int, nodes: int, command: str) -> InvalidInput:
+    """The error for a node's name given where a box is meant: a node is a part of its
+    box, never a box, and the message says which box and the command for all of it."""
+    what = {"down": f"removes all {nodes} nodes", "stop": f"stops all {nodes} nodes",
+            "start": f"starts all {nodes} nodes", "up": f"uses all {nodes} nodes",
+            "resize": "is refused too (a box of several nodes is not resized)"}.get(
+        command, "acts on the whole box")  # fmt: skip
+    flags = " --yes" if command == "down" else ""
+    return InvalidInput(
+        f"'{name}' is node {rank} of box '{box}'; `gpubox {command}` acts on whole boxes, "
+        "never on one node: nothing was changed",
+        hint=f"`gpubox {command} {box}{flags}` {what}",
+    )
+
+
+def whole_nodes(
+    settings: Settings, state: State, name: str, command: str, on_progress: Progress | None = None
+) -> list[Node]:
+    """nodes_of(name), refused with a hint when `name` is a node 1.. of another box."""
+    nodes = nodes_of(settings, state, name, on_progress)
+    head = nodes[0].box if nodes else None
+    cluster = head.get("cluster") if head is not None else None
+    if head is not None and cluster and cluster != name:
+        count = len(nodes_of(settings, state, cluster)) if command != "resize" else 0
+        raise refuse_node(name, cluster, rank_of(head), count, command)
+    return nodes
+
+
+def lives_on_aws(settings: Settings, state: State, name: str) -> bool:
+    """Whether `name` is (or was) an AWS box: the cache says so, or no host file knows it
+    and gpubox uses AWS here (a new HOME with credentials sees the boxes made elsewhere)."""
+    cached = state.box(name)
+    if cached is not None:
+        return cached.provider == "aws"
+    for pname in lifecycle._cheap_providers():
+        try:
+            if lifecycle.provider(settings, pname).find(name) is not None:
+                return False
+        except GpuboxError:
+            continue
+    return lifecycle._aws_in_use(state, settings)
+
+
 def stop(settings: Settings, state: State, name: str, on_progress: Progress | None = None) -> Box:
     """Stop every node (AWS; the ssh provider says it cannot); node 0's box is returned."""
-    nodes = nodes_of(settings, state, name, on_progress)
-    return [lifecycle.stop(settings, state, n.box.name, on_progress) for n in nodes][0]
+    return stop_all(settings, state, name, on_progress)[0]
+
+
+def stop_all(
+    settings: Settings, state: State, name: str, on_progress: Progress | None = None
+) -> list[Box]:
+    """Stop every node of the box; each node's box, node 0 first."""
+    nodes = whole_nodes(settings, state, name, "stop", on_progress)
+    aws = nodes[0].box.provider == "aws"
+    inflight.begin(f"stopping '{name}'", finish=f"gpubox stop {name}",
+                   undo=f"gpubox start {name}" if aws else None, box=name if aws else None)
+    with inflight.owning():
+        return [lifecycle.stop(settings, state, n.box.name, on_progress) for n in nodes]
 
 
 def start(
     settings: Settings, state: State, name: str, on_progress: Progress | None = None, **how: Any
 ) -> Box:
-    """Start every node (`how`: lifecycle.start's options, for each); node 0's box."""
-    nodes = nodes_of(settings, state, name, on_progress)
-    return [lifecycle.start(settings, state, n.box.name, on_progress, **how) for n in nodes][0]
+    """Start every node (`how`: lifecycle.start's options, for each); node 0's box.
+
+    All or none: when one node cannot start (no capacity, gone), the nodes this call
+    started are stopped again, and the error says so, or says what still runs and
+    what it costs when stopping them failed too."""
+    nodes = whole_nodes(settings, state, name, "start", on_progress)
+    if len(nodes) == 1:
+        return lifecycle.start(settings, state, name, on_progress, **how)
+    if how.get("move") or how.get("instance_type"):
+        flag = "--move" if how.get("move") else "--type"
+        raise NotSupported(
+            f"'{name}' has {len(nodes)} nodes; `start {flag}` changes one machine, and would "
+            "take a node out of its placement group: nothing was changed",
+            hint=f"`gpubox start {name} --wait` waits for capacity for all of them; or "
+            f"`gpubox down {name} --yes` and `gpubox up {name} --nodes {len(nodes)} --type T`",
+        )
+    aws = nodes[0].box.provider == "aws"
+    inflight.begin(f"starting '{name}' ({len(nodes)} nodes)", finish=f"gpubox start {name}",
+                   undo=f"gpubox stop {name}", box=name if aws else None)
+    started: list[Box] = []
+    boxes: list[Box] = []
+    with inflight.owning():
+        for node in nodes:
+            was_running = node.box.state is BoxState.RUNNING
+            try:
+                box = lifecycle.start(settings, state, node.box.name, on_progress,
+                                      waiting=how.get("waiting"))
+            except GpuboxError as exc:
+                raise _start_rolled_back(settings, state, name, node, started, exc,
+                                         on_progress) from None
+            boxes.append(box)
+            if not was_running:
+                started.append(box)
+    return boxes[0]
+
+
+def _start_rolled_back(
+    settings: Settings, state: State, name: str, failed: Node, started: list[Box],
+    exc: GpuboxError, on_progress: Progress | None,
+) -> GpuboxError:
+    say = on_progress or (lambda _: None)
+    stopped, left = [], []
+    for box in reversed(started):
+        say(f"node '{failed.box.name}' could not start: stopping '{box.name}' again")
+        try:
+            lifecycle.stop(settings, state, box.name, on_progress)
+            stopped.append(box.name)
+        except GpuboxError:
+            left.append(box)
+    message = f"node {failed.rank} ('{failed.box.name}') of '{name}' could not start: {exc.message}"
+    if stopped:
+        message += f"; stopped again the nodes this start had started ({', '.join(stopped)})"
+    if left:
+        per_hour = sum(b.price_per_hour or 0.0 for b in left)
+        message += (f"; STILL RUNNING: {', '.join(b.name for b in left)}, about "
+                    f"${per_hour:.2f}/h until `gpubox stop {name}`")
+    else:
+        message += f": no node of '{name}' was left running by this command"
+    return type(exc)(message, hint=f"try again later: `gpubox start {name} --wait` waits for "
+                     f"capacity for every node; `gpubox stop {name}` stops whatever runs")
 
 
 def down(
@@ -309,27 +495,124 @@ def down(
     on_progress: Progress | None = None,
     delete_volume: bool = False,
 ) -> Box:
-    """Terminate (AWS) or forget (ssh) every node, with one question for all of them."""
+    """Terminate (AWS) or forget (ssh) every node, with one question for all of them.
+
+    On AWS it acts on everything the box owns there (providers/aws/resources.py), read
+    by tag: every node, whatever node 0's state, then its security group, key pair and
+    placement group; the private key goes only once nothing of the box is left."""
+    lifecycle.check_name(name)
+    if lives_on_aws(settings, state, name):
+        return _down_aws(settings, state, name, yes=yes, confirm=confirm,
+                         on_progress=on_progress, delete_volume=delete_volume)
     try:
-        nodes = nodes_of(settings, state, name, on_progress)
+        nodes = whole_nodes(settings, state, name, "down", on_progress)
     except NotFound:  # no live box: lifecycle.down removes what is left of it, if anything
         nodes = []
     if len(nodes) <= 1:
         return lifecycle.down(settings, state, name, yes=yes, confirm=confirm,
                               on_progress=on_progress, delete_volume=delete_volume)
-    head = nodes[0].box
-    if head.provider == "aws" and not yes:
-        ids = ", ".join(n.box.id or n.box.name for n in nodes)
-        question = (f"This terminates all {len(nodes)} nodes of '{name}' ({ids}) and DELETES "
-                    "their disks with everything on them; their placement group, security "
-                    "group and key pair go too. Terminate them?")
-        if confirm is None or not confirm(question):
+    for node in reversed(nodes):  # ssh hosts: each forgotten, node 0 last
+        lifecycle.down(settings, state, node.box.name, yes=True, on_progress=on_progress,
+                       delete_volume=delete_volume)
+    return replace(nodes[0].box, state=BoxState.TERMINATED)
+
+
+def _down_question(res: Any, delete_volume: bool) -> str:
+    instances = res.instances
+    if len(instances) == 1:
+        one = instances[0]
+        disk = f"{one.disk_gb} GB " if one.disk_gb else ""
+        text = (f"This terminates instance {one.id} ({one.type}, {one.region}) and DELETES its "
+                f"{disk}root volume with everything on it: notebooks, data, installed packages.")
+    else:
+        ids = ", ".join(f"{p.name} {p.id}" for p in instances)
+        text = (f"This terminates all {len(instances)} instances of '{res.name}' ({ids}) and "
+                "DELETES their disks with everything on them.")
+    shared = ["security group", "key pair"] + (
+        ["placement group"] if res.of_kind("placement group") else [])
+    text += f" Its {', '.join(shared)} go too. Saved images (`gpubox images`) are kept."
+    volumes = res.of_kind("volume")
+    if volumes:
+        names = ", ".join(f"'{v.name}' ({v.disk_gb} GiB)" for v in volumes)
+        text += (f" It also DELETES data volume {names} (--delete-volume)." if delete_volume
+                 else f" Data volume {names} is kept (`gpubox volume rm` deletes it).")
+    return text + (" Terminate it?" if len(instances) == 1 else " Terminate them?")
+
+
+def _down_aws(
+    settings: Settings, state: State, name: str, *, yes: bool,
+    confirm: Callable[[str], bool] | None, on_progress: Progress | None, delete_volume: bool,
+) -> Box:
+    from gpubox import forwards, jupyter, leftovers
+    from gpubox.providers.aws import keypairs, resources
+
+    inflight.begin(f"taking '{name}' down", finish=f"gpubox down {name} --yes", box=name)
+    say = lifecycle._told(on_progress)
+    node = resources.node_of(settings, state, name)
+    if node is not None:
+        raise refuse_node(name, node.box, node.rank, node.nodes, "down")
+    res = resources.scan(settings, state, name)
+    if not res.exists:  # nothing in AWS: what is left here, if anything
+        if left := leftovers.remove(settings, state, name, on_progress):
+            return Box(name=name, provider="leftovers", state=BoxState.TERMINATED,
+                       extra=(("removed", "; ".join(left)),))  # fmt: skip
+        raise NotFound(f"no box called '{name}'",
+                       hint=did_you_mean(name, lifecycle.known_names(settings, state))
+                       or "`gpubox status` lists your boxes")  # fmt: skip
+    if res.live and not yes:
+        if confirm is None or not confirm(_down_question(res, delete_volume)):
             raise ConfirmationRequired(
                 f"not terminating '{name}': nothing was deleted",
                 hint=f"run it in a terminal to answer the question, or pass --yes: "
                 f"`gpubox down {name} --yes`",
             )
-    for node in reversed(nodes):  # node 0 last: it owns what the nodes share
-        lifecycle.down(settings, state, node.box.name, yes=True, on_progress=on_progress,
-                       delete_volume=delete_volume)
-    return replace(head, state=BoxState.TERMINATED)
+    nodes = list(dict.fromkeys([name, *(p.name for p in res.instances)]))
+    for node_name in nodes:
+        jupyter.close_jupyter(settings, state, node_name)
+        forwards.close_forwards(settings, state, node_name)
+    for part in res.instances:
+        inflight.made("instance", part.id, part.region, part.per_hour or None,
+                      f"'{part.name}', {part.state}")  # fmt: skip
+    resources.terminate_instances(settings, res, say)
+    _volumes_after_down(settings, res, delete_volume, say)
+    removed = resources.remove_shared(settings, resources.scan(settings, state, name, res.regions),
+                                      say)  # fmt: skip
+    after = resources.scan(settings, state, name, res.regions)
+    key_file = keypairs.key_path(settings, name)
+    try:
+        if not after.exists:  # the private key goes last, once nothing of the box is left
+            had_key = leftovers._exists(key_file)
+            keypairs.remove_key_file(key_file)
+            removed += [f"key file {key_file}"] if had_key else []
+        for node_name in nodes:
+            leftovers.forget_here(settings, state, node_name)
+    except GpuboxError as exc:  # the box is gone; only a local file could not be changed
+        raise GpuboxError(
+            f"'{name}' is terminated, but {exc.message}",
+            hint=f"{exc.hint}; then `gpubox down {name}` removes what is left here",
+        ) from None
+    if after.exists:
+        raise GpuboxError(
+            f"'{name}' is not all gone; still in AWS:\n" + "\n".join(after.lines()),
+            hint=f"run `gpubox down {name} --yes` again (it finds them by tag); "
+            f"the private key {key_file} is kept until they are gone",
+        )
+    extra: tuple[tuple[str, str], ...] = (("nodes", ", ".join(nodes)),)
+    if not res.live:
+        extra += (("removed", "; ".join(removed) or "its local files"),)
+    return Box(name=name, provider="aws", state=BoxState.TERMINATED, extra=extra)
+
+
+def _volumes_after_down(settings: Settings, res: Any, delete_volume: bool, say: Progress) -> None:
+    from gpubox.providers.aws import volumes
+
+    for part in res.of_kind("volume"):
+        if not delete_volume:
+            say(f"kept volume '{part.name}' ({part.disk_gb} GiB, {part.region}): about "
+                f"${part.per_month:.2f}/month until `gpubox volume rm {part.name}`")  # fmt: skip
+            continue
+        for vol in volumes.list_volumes(settings, [part.region], part.name):
+            if vol.id == part.id:
+                volumes.wait_available(settings, vol)
+                volumes.delete_volume(settings, vol, say)
+                say(f"deleted volume '{vol.name}' ({vol.size_gb} GiB)")

@@ -35,6 +35,7 @@ class Thing:
     region: str | None = None
     per_hour: float | None = None  # what it bills while it exists (None: nothing per hour)
     note: str = ""
+    per_month: float | None = None  # what it bills per month while it exists (a disk)
 
 
 @dataclass
@@ -45,6 +46,10 @@ class Record:
     undo: str | None = None  # the command that undoes it
     things: dict[tuple[str, str], Thing] = field(default_factory=dict)
     touched: bool = False  # something was made (and maybe removed again)
+    # The AWS box the command works on (node 0's name): on an interruption the CLI tells
+    # what that box owns in AWS at that moment (providers/aws/resources.py), not only
+    # what this process saw.
+    box: str | None = None
 
 
 _record = Record()
@@ -56,10 +61,41 @@ def command(text: str | None) -> None:
     _command = text
 
 
-def begin(action: str, *, finish: str | None = None, undo: str | None = None) -> None:
-    """A command that changes things starts; by default its finish is running it again."""
+def begin(
+    action: str, *, finish: str | None = None, undo: str | None = None, box: str | None = None
+) -> None:
+    """A command that changes things starts; by default its finish is running it again.
+    `box`: the AWS box it acts on, whose parts the interruption report reads from AWS."""
     global _record
-    _record = Record(action=action, finish=finish or _command, undo=undo)
+    _record = Record(action=action, finish=finish or _command, undo=undo, box=box)
+
+
+def nested() -> bool:
+    """Whether a command has begun that owns the record (a box of several nodes brings up
+    each node with the one-box code, which must not start a record of its own; nor do
+    the boxes `bench --types` brings up)."""
+    return _nesting > 0
+
+
+_nesting = 0
+
+
+class owning:
+    """`with inflight.owning():` the record begun just before stays the one told."""
+
+    def __enter__(self) -> None:
+        global _nesting
+        _nesting += 1
+
+    def __exit__(self, *_: object) -> None:
+        global _nesting
+        _nesting -= 1
+
+
+def about(box_name: str | None) -> None:
+    """The AWS box the running command turned out to act on (None: not an AWS box)."""
+    if not nested():
+        _record.box = box_name
 
 
 def step(text: str) -> None:
@@ -67,10 +103,11 @@ def step(text: str) -> None:
 
 
 def made(
-    kind: str, id_: str, region: str | None = None, per_hour: float | None = None, note: str = ""
+    kind: str, id_: str, region: str | None = None, per_hour: float | None = None, note: str = "",
+    per_month: float | None = None,
 ) -> None:
     """Something that exists now because of this command, or that it found and works on."""
-    _record.things[(kind, id_)] = Thing(kind, id_, region, per_hour, note)
+    _record.things[(kind, id_)] = Thing(kind, id_, region, per_hour, note, per_month)
     _record.touched = True
 
 
@@ -108,15 +145,51 @@ def instance_price(type_name: str | None, region: str | None) -> float | None:
     return price.value if price else None
 
 
-def lines(record: Record | None = None) -> list[str]:
-    """What to tell the user about an interrupted command, one line each."""
+# What a box owns in AWS: told from AWS itself when it can be asked (`found`).
+AWS_KINDS = ("instance", "security group", "key pair", "placement group", "image", "volume",
+             "what goes with it")
+
+
+def lines(record: Record | None = None, found: list[str] | None = None) -> list[str]:
+    """What to tell the user about an interrupted command, one line each. `found`: the
+    lines for what the box owns in AWS at this moment (they replace what this process
+    saw of it; its own local files are still told)."""
     rec = record or _record
     out: list[str] = []
+    if found is not None:
+        out += found
+        # A data volume (or a move's snapshot) made but not attached yet is no part of the
+        # box in AWS: told from what this process made (volumes.py reports them).
+        told = "\n".join(found)
+        loose = [t for t in rec.things.values()
+                 if t.kind in ("volume", "snapshot") and t.id not in told]  # fmt: skip
+        out += [f"  {t.kind} {t.id}" + (f" ({t.region})" if t.region else "")
+                + (f": ${t.per_month:.2f}/month" if t.per_month else "")
+                + (f" - {t.note}" if t.note else "") for t in loose]  # fmt: skip
+        if sum(t.per_month or 0.0 for t in loose):
+            out.append(f"and ${sum(t.per_month or 0.0 for t in loose):.2f}/month for "
+                       f"{'it' if len(loose) == 1 else 'them'} while "
+                       f"{'it exists' if len(loose) == 1 else 'they exist'}")  # fmt: skip
+        here = [t for t in rec.things.values() if t.kind not in AWS_KINDS]
+        out += [f"  here: {t.kind} {t.id}" + (f" - {t.note}" if t.note else "") for t in here]
+        nothing = len(found) <= 1 and not here and not loose
+        if "may exist" in rec.step:
+            out.append("what it was making when interrupted may exist (and bill); "
+                       "either command below finds it by its tag")  # fmt: skip
+            nothing = False
+        if rec.finish:
+            out.append(f"finish it:  {rec.finish}")
+        if rec.undo and not nothing:
+            out.append(f"undo it:    {rec.undo}")
+        elif rec.undo:
+            out.append("nothing to undo: nothing of it is left")
+        return out
     if rec.things:
         out.append("what exists now:")
         for thing in rec.things.values():
             where = f" ({thing.region})" if thing.region else ""
             cost = f": ${thing.per_hour:.3f}/h" if thing.per_hour else ""
+            cost += f"{' +' if cost else ':'} ${thing.per_month:.2f}/month" if thing.per_month else ""
             note = f" - {thing.note}" if thing.note else ""
             out.append(f"  {thing.kind} {thing.id}{where}{cost}{note}")
         per_hour = sum(t.per_hour or 0.0 for t in rec.things.values())

@@ -110,9 +110,15 @@ def test_a_signal_mid_run_terminates_every_box_made(aws, signum):
         os.kill(os.getpid(), signum)  # a real signal, delivered to the main thread
         return canned_suite(settings, state, box, quick, cap)
 
+    from gpubox import inflight
+
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(inflight.Interrupted) as caught:
         fleet.TypeBench(aws, suite=interrupted).run(plan(aws), yes=True)
+    assert caught.value.exit_code == 128 + signum  # 130 or 143, as the shell reports it
+    told = inflight.lines()
+    assert "nothing is left of what it made" in told, told
+    assert not any("undo it" in line for line in told), told  # every box is terminated
     assert instances() == []
     assert len(instances(states=("terminated",))) >= 1
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

@@ -126,7 +126,8 @@ def test_ctrl_c_during_setup_names_the_box_and_a_rerun_continues(moto_server, is
         # The signal comes as the python step ends: the framework step has started, or not yet.
         assert re.search(r"interrupted by SIGINT while setting up 'box1', "
                          r"(step framework|after step python) \(a re-run skips", err), err
-        for text in ["$0.526/h - box 'box1', g4dn.xlarge, running", "it costs $0.53/h",
+        for text in ["$0.531/h + $5.12/month disk - box 'box1', g4dn.xlarge, running",
+                     "it costs $0.53/h",
                      "finish it:  gpubox up box1 --type g4dn.xlarge",
                      "undo it:    gpubox down box1 --yes"]:  # fmt: skip
             assert text in err, err

@@ -121,17 +121,20 @@ CASES = [
     pytest.param(UP, "run_instances", lambda e: live_instances(e), signal.SIGKILL,
                  [], DOWN, "nothing", id="up-launch-SIGKILL-then-down"),
     pytest.param(DOWN, "terminate_instances", lambda e: not live_instances(e), signal.SIGINT,
-                 ["instance i-", "$0.526/h", "finish it:  gpubox down box1 --yes"],
+                 # AWS shows the instance terminated already: its group and key pair are told
+                 ["security group sg-", "key pair gpubox-box1",
+                  "finish it:  gpubox down box1 --yes"],
                  DOWN, "nothing", id="down-terminate-SIGINT"),
     pytest.param(DOWN, "terminate_instances", lambda e: not live_instances(e), signal.SIGKILL,
                  [], DOWN, "nothing", id="down-terminate-SIGKILL"),
     pytest.param(STOP, "stop_instances",
                  lambda e: [i for i in live_instances(e) if i["State"]["Name"] == "stopped"],
-                 signal.SIGINT, ["instance i-", "$0.526/h", "finish it:  gpubox stop box1"],
+                 signal.SIGINT, ["instance i-", "$5.12/month disk - box 'box1', g4dn.xlarge",
+                                 "finish it:  gpubox stop box1"],
                  STOP, "one box", id="stop-SIGINT"),
     pytest.param(START, "start_instances",
                  lambda e: [i for i in live_instances(e) if i["State"]["Name"] == "running"],
-                 signal.SIGTERM, ["instance i-", "$0.526/h", "starting",
+                 signal.SIGTERM, ["instance i-", "$0.531/h", "starting",
                                   "finish it:  gpubox start box1", "undo it:    gpubox stop box1"],
                  START, "one box", id="start-SIGTERM"),
     pytest.param(IMAGE, "describe_images", lambda e: images(e), signal.SIGTERM,
@@ -247,11 +250,37 @@ def test_a_signal_while_up_waits_for_ssh_names_the_box_its_cost_and_both_command
     assert "Traceback" not in err and "internal error" not in err
     assert f"interrupted by {signal.Signals(signum).name} while {step}" in err, err
     (inst,) = live_instances(endpoint)
-    for text in [f"instance {inst['InstanceId']} (us-east-1): $0.526/h",
-                 "box 'box1', g4dn.xlarge, running", "it costs $0.53/h while it exists",
+    for text in [f"instance {inst['InstanceId']} (us-east-1): $0.531/h",  # with its address
+                 "box 'box1', g4dn.xlarge, running", "it costs $0.53/h while it runs",
                  "finish it:  gpubox up box1 --type g4dn.xlarge", "undo it:    gpubox down box1 --yes"]:  # fmt: skip
         assert text in err, err
     again = gpubox(*UP)  # continues on the same box (without setup: SSH is still closed)
     assert again.returncode == 0, again.stderr
     assert "found box 'box1'" in again.stderr, again.stderr
     assert [i["InstanceId"] for i in live_instances(endpoint)] == [inst["InstanceId"]]
+
+
+@pytest.mark.slow
+def test_sigterm_during_bench_types_says_what_it_left_and_exits_143(endpoint, isolation):
+    """The boxes wait for SSH (moto's addresses answer nothing) when SIGTERM comes: every
+    one is terminated, the message says nothing is left and prints no undo for them."""
+    env = {**os.environ, "COLUMNS": "200", "GPUBOX_SSH_FROM": SSH_FROM}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpubox", "bench", "--types", "g4dn.xlarge,g5.xlarge", "--yes",
+         "--region", "us-east-1", "--quick"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: proc.poll() is not None or len(live_instances(endpoint)) == 2, 60)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert "nothing is left of what it made" in err, err
+    assert "undo it" not in err, err
+    assert live_instances(endpoint) == []

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gpubox import inflight
 from gpubox.bench.suite import SUITE
 from gpubox.errors import ConfirmationRequired, GpuboxError, InvalidInput
 from gpubox.providers.base import Box, BoxSpec, BoxState, Progress
@@ -126,19 +127,21 @@ def default_suite(settings: Settings, state: State, box: Box, quick: bool, cap: 
 
 @contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt like SIGINT does (main thread only)."""
+    """SIGINT and SIGTERM raise inflight.Interrupted (main thread only): the CLI says what
+    is left and exits 130 or 143, as for every other command."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise inflight.Interrupted(signum)
 
-    old = signal.signal(signal.SIGTERM, interrupt)
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 @contextmanager
@@ -179,8 +182,9 @@ class TypeBench:
         remember_region(state, plan.region)  # so every later lookup finds these boxes
         outcome = Outcome()
         pool = cf.ThreadPoolExecutor(max_workers=len(plan.types), thread_name_prefix="bench")
+        inflight.begin(f"benchmarking {', '.join(plan.types)}")
         try:
-            with _signals_raise():
+            with _signals_raise(), inflight.owning():
                 futures = {pool.submit(self._one, plan, t, quick): t for t in plan.types}
                 pending = set(futures)
                 while pending:
@@ -201,8 +205,28 @@ class TypeBench:
                 outcome.terminated += self._terminate_all(state, plan)
                 pool.shutdown(wait=True, cancel_futures=True)
                 outcome.terminated += self._terminate_all(state, plan)
+                self._tell_what_is_left(plan)
                 state.close()
         return outcome
+
+    def _tell_what_is_left(self, plan: Plan) -> None:
+        """The record an interruption prints: the boxes still there (none, normally) and
+        the one command that removes them; never a box already terminated."""
+        from gpubox.providers import get_provider
+
+        rec = inflight.current()
+        rec.things = {k: t for k, t in rec.things.items() if k[0] not in inflight.AWS_KINDS}
+        prov = get_provider("aws", self.settings)
+        left = []
+        for name in plan.names.values():
+            try:
+                box = prov.find(name)
+            except GpuboxError:
+                continue
+            if box is not None and box.state is not BoxState.TERMINATED:
+                inflight.box(box)
+                left.append(name)
+        rec.undo = " && ".join(f"gpubox down {n} --yes" for n in left) or None
 
     def _one(self, plan: Plan, type_name: str, quick: bool) -> dict[str, Any] | None:
         from gpubox import box as lifecycle

@@ -575,14 +575,21 @@ def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
 
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"stopping '{name}'") as progress:
-        box = cluster.stop(settings, state, name, on_progress=progress)
-    render.ok(f"'{box.name}' is {box.state.value}")
-    if box.provider == "aws" and box.disk_gb:
-        per_month, rate = _disk_per_month(box)
+        boxes = cluster.stop_all(settings, state, name, on_progress=progress)
+    box = boxes[0]
+    nodes = f" (all {len(boxes)} nodes)" if len(boxes) > 1 else ""
+    render.ok(f"'{box.name}' is {box.state.value}{nodes}")
+    disks = [b for b in boxes if b.provider == "aws" and b.disk_gb]
+    if disks:
+        per_month = sum(_disk_per_month(b)[0] for b in disks)
+        rate = _disk_per_month(disks[0])[1]
+        what = (f"its {box.disk_gb} GB disk" if len(disks) == 1 else
+                f"the disks of its {len(disks)} nodes "
+                f"({' + '.join(str(b.disk_gb) for b in disks)} GB)")
         render.say(
-            f"still billed while stopped: its {box.disk_gb} GB disk, about "
+            f"still billed while stopped: {what}, about "
             f"{render.money(per_month, '/month')} ({rate.label()}); "
-            f"`gpubox down {name}` deletes it"
+            f"`gpubox down {name}` deletes {'it' if len(disks) == 1 else 'them'}"
         )
 
 
@@ -665,7 +672,9 @@ def down(
         render.ok(f"removed what was left of '{name}': {box.get('removed')}")
         return
     verb = "terminated" if box.provider == "aws" else "forgot"
-    render.ok(f"{verb} '{name}'")
+    nodes = (box.get("nodes") or "").split(", ")
+    render.ok(f"{verb} '{name}'" + (f": all {len(nodes)} nodes ({', '.join(nodes)}) and what "
+                                    "they shared" if len(nodes) > 1 else ""))
 
 
 def _offer_image_first(settings, state, name: str) -> None:

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "volumes",
     "run",
     "bench",
+    "selftest_cmd",
 )
 
 
@@ -84,11 +85,24 @@ def _tell_interrupted(exc: BaseException) -> int:
         exc = inflight.Interrupted(signal.SIGINT)
     try:
         render.error(inflight.headline(exc))
-        for line in inflight.lines():
+        for line in inflight.lines(found=_found_in_aws(inflight.current().box)):
             render.info(line)
     except Exception:  # noqa: BLE001 - the terminal may be gone; the exit code still tells
         pass
     return exc.exit_code
+
+
+def _found_in_aws(box: str | None) -> list[str] | None:
+    """What the interrupted command's AWS box owns there now (asked of AWS), or None."""
+    if box is None:
+        return None
+    try:
+        from gpubox import config
+        from gpubox.providers.aws.resources import report_lines
+
+        return report_lines(config.load(), box)
+    except Exception:  # noqa: BLE001 - the report falls back to what this process saw
+        return None
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -99,3 +99,14 @@ def test_resize_of_a_host_gpubox_does_not_rent_is_not_supported(capsys, aws):
     assert code == 0, err
     code, _, err = gpubox(capsys, "resize", "here", "--type", "g5.xlarge", "--yes")
     assert code == 1 and "gpubox resizes the AWS boxes it rents" in err
+
+
+@pytest.mark.parametrize("args", [("--type", "g4dn.xlarge"), ("--disk", "80"),
+                                  ("--type", "g4dn.xlarge", "--disk", "80")])
+def test_a_change_that_changes_nothing_is_refused_and_a_running_box_keeps_running(
+    capsys, ec2, b1, args
+):
+    code, _, err = gpubox(capsys, "resize", "b1", *args, "--yes")
+    assert code == 2, err
+    assert "is a g4dn.xlarge with a 80 GB disk already: nothing to change" in " ".join(err.split())
+    assert described(ec2, b1) == ("running", "g4dn.xlarge", 80)  # never stopped

@@ -83,6 +83,13 @@ def plan(settings: Settings, box: Box, inst: dict[str, Any], new_type: str | Non
                 f"`gpubox up NEW --image NAME --type {new_type} --spot`",
             )
         check_type(settings, box, new_type, inst["Placement"]["AvailabilityZone"])
+    if (not new_type or new_type == old_type) and (disk_gb is None or disk_gb == box.disk_gb):
+        disk = f" with a {box.disk_gb} GB disk" if box.disk_gb else ""
+        raise InvalidInput(
+            f"box '{box.name}' is a {old_type}{disk} already: nothing to change, and nothing "
+            "was stopped",
+            hint="pass another --type, or a bigger --disk",
+        )
     if disk_gb is not None and box.disk_gb and disk_gb < box.disk_gb:
         raise InvalidInput(
             f"the disk of box '{box.name}' is {box.disk_gb} GB; a disk never shrinks to {disk_gb}",
