@@ -46,4 +46,10 @@ finish() {
   GPUBOX_AGENT_HOME="$dir" GPUBOX_SYSTEMD_DIR="$ROOT/etc/systemd/system" \
     python3 "$dir/agent/idle.py" "${args[@]}" | tee -a "$dir/logs/guard.log"
   give_to_user
+  # Seen from outside on the instance's console (EC2 GetConsoleOutput): `gpubox selftest`
+  # waits for this line. cloud-init sends the user data's output there too.
+  local marker
+  marker="::gpubox guard=installed box=${GPUBOX_BOX_NAME:-} idle=${GPUBOX_IDLE_MINUTES:-60} at=$(date +%s)"
+  echo "$marker"
+  if [[ -z "$ROOT" && -w /dev/console ]]; then echo "$marker" >/dev/console 2>/dev/null || true; fi
 }
