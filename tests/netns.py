@@ -169,7 +169,10 @@ def netns_pair(tmp_path, request) -> Iterator[NetnsPair]:
             home = root / "home"
             home.mkdir(parents=True)
             address = f"{NODE_NET}.{last}"
-            config = _sshd_config(root, address, key, {"HOME": str(home), "PATH": path})
+            env = {"HOME": str(home), "PATH": path}
+            if os.environ.get("GPUBOX_IDLE_LOGIN_UID"):  # the agent's login user (conftest.py)
+                env["GPUBOX_IDLE_LOGIN_UID"] = os.environ["GPUBOX_IDLE_LOGIN_UID"]
+            config = _sshd_config(root, address, key, env)
             log = root / "sshd.log"
             with log.open("ab") as fh:
                 proc = subprocess.Popen(["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f",
