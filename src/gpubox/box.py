@@ -274,6 +274,8 @@ def up(
             else:
                 box = prov.launch(spec)
             created = not getattr(prov, "launch_found", False)  # a racer's box is found, not made
+        if spec.price_per_hour is not None and box.price_per_hour != spec.price_per_hour:
+            box = prov.set_price(box, spec.price_per_hour)  # type: ignore[attr-defined]
         inflight.box(box)
         state.remember(box)
         _record_run(state, box)

@@ -8,6 +8,7 @@ AWS session runs `check_region` before it makes a client for a region, and `up` 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -41,6 +42,24 @@ def check_disk(gb: int) -> int:
     return gb
 
 
+def parse_price(text: str | float, flag: str = "--price") -> float:
+    """Dollars per hour a person typed ("0.35", "$0.35", "0.35/h", "0"): a finite number
+    of 0 or more, or a clear error."""
+    raw = str(text).strip()
+    cleaned = raw.removeprefix("$").removesuffix("/h").strip()
+    try:
+        value = float(cleaned)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or not cleaned:
+        raise InvalidInput(
+            f"{flag + ' ' if flag else ''}'{raw}' is not a price: give dollars per hour, 0 or more",
+            hint="e.g. 0.35 for a host you rent at $0.35/h, or 0 for a machine that costs "
+            "you nothing",
+        )
+    return value
+
+
 def check_gpu_types(types: tuple[str, ...]) -> tuple[str, ...]:
     """Every name in a --type list is a GPU type (g*, vt*, p*); names them all if not."""
     from gpubox.providers.aws.quotas import family_of
@@ -69,6 +88,14 @@ def check_spec(spec: BoxSpec) -> BoxSpec:
             )
         if spec.max_price <= 0:
             raise InvalidInput(f"--max-price {spec.max_price} must be more than 0")
+    if spec.price_per_hour is not None:
+        if spec.provider == "aws":
+            raise InvalidInput(
+                "--price is for ssh and local boxes: an AWS box's price comes from AWS's "
+                "price list",
+                hint="leave --price out (see `gpubox types` for the prices)",
+            )
+        parse_price(spec.price_per_hour)
     types = spec.types or ((spec.type,) if spec.type else ())
     if spec.host is not None and types:
         raise InvalidInput(

@@ -68,6 +68,7 @@ def test_bench_measures_this_machine_stores_it_and_compare_plots_it(host, tmp_pa
     assert (rec["box"], rec["provider"], rec["gpu_count"], rec["gpu_model"]) == (
         "here", "local", 0, None)
     assert rec["torch"].startswith("2.") and rec["price_per_hour"] is None
+    assert rec["mode"] == "quick" and suite["quick"] is True
     assert suite["notes"] == ["no GPU: the suite ran on the CPU"]
     assert "tf32" in suite["skipped"] and "fp16" in suite["skipped"]
     assert all(m["ok"] and m["tflops"] > 0 for m in suite["matmul"].values())
@@ -80,6 +81,17 @@ def test_bench_measures_this_machine_stores_it_and_compare_plots_it(host, tmp_pa
     (row,) = json.loads(compared.stdout)
     assert row["box"] == "here" and row["images_per_s"] == suite["training"]["resnet18"]["images_per_s"]
     assert row["dollars_per_million_images"] is None  # this machine has no price
+    assert row["mode"] == "quick"
+    table = gpubox("bench", "compare")
+    assert "quick" in table.stdout.splitlines()[1] and "gpubox price here" in table.stderr
+
+    # Given a price (after the run), it is ranked in $ per unit of work like a cloud type.
+    assert gpubox("price", "here", "0.03").returncode == 0
+    (row,) = json.loads(gpubox("bench", "compare", "--json").stdout)
+    images = suite["training"]["resnet18"]["images_per_s"]
+    assert (row["price_per_hour"], row["price_source"]) == (0.03, "you")
+    assert row["dollars_per_million_images"] == pytest.approx(0.03 / (images * 3600) * 1e6)
+    assert row["dollars_per_pflop"] == pytest.approx(0.03 / (row["tflops"] * 3.6))
 
     png = tmp_path / "bench.png"
     plotted = gpubox("bench", "compare", "--plot", str(png))

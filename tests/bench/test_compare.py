@@ -11,14 +11,15 @@ from gpubox.providers.base import Box, BoxState
 from gpubox.state import State
 
 
-def raw(gpu: str | None, *, bf16: float | None, fp32: float, images: float) -> dict:
+def raw(gpu: str | None, *, bf16: float | None, fp32: float, images: float,
+        quick: bool = False) -> dict:
     matmul = {"fp32": {"n": 8192, "tflops": fp32, "ok": True, "rel_error": 1e-7, "bound": 1e-4}}
     if bf16 is not None:
         matmul["bf16"] = {"n": 8192, "tflops": bf16, "ok": True, "rel_error": 1e-3, "bound": 3e-2}
     device = ({"kind": "cuda", "name": gpu, "count": 1, "cuda": "12.4", "driver": "550.1",
                "torch": "2.13.0"} if gpu else {"kind": "cpu", "name": "EPYC", "cpu": "EPYC",
                                                 "count": 0, "torch": "2.13.0"})
-    return {"device": device, "matmul": matmul, "quick": False,
+    return {"device": device, "matmul": matmul, "quick": quick,
             "memory": {"copy_gbps": 500.0, "h2d_gbps": 20.0},
             "training": {"lenet": {"images_per_s": 50_000.0},
                          "resnet18": {"images_per_s": images}}}
@@ -64,6 +65,44 @@ def test_compare_sorts_by_value_for_money_and_falls_back_to_fp32(state):
     assert here.dollars_per_million_images is None and here.device == "CPU: EPYC"
 
 
+def test_a_local_box_with_a_price_ranks_beside_cloud_types(state):
+    # This machine at $0.03/h (its electricity, say): 5 images/s costs $1.67 per million,
+    # between an A10G ($0.07) and a box without a price.
+    cloud = record(box("a10", "g5.xlarge"),
+                   raw("NVIDIA A10G", bf16=70.0, fp32=30.0, images=4000.0), 1.006, "snapshot")
+    here = record(box("here", "this machine", "local"),
+                  raw(None, bf16=0.3, fp32=0.2, images=5.0), 0.03, "you")
+    lab = record(box("lab", "ssh host", "ssh"), raw(None, bf16=0.5, fp32=0.4, images=9.0), None)
+    for rec in (lab, here, cloud):
+        state.save_bench(rec["box"], rec["type"], SUITE, rec)
+    rows = compare.rows(state.bench_results(SUITE))
+    assert [r.box for r in rows] == ["a10", "here", "lab"]
+    assert rows[1].dollars_per_million_images == pytest.approx(0.03 / (5 * 3600) * 1e6)
+    assert rows[1].dollars_per_pflop == pytest.approx(0.03 / (0.3 * 3.6))
+    assert (rows[1].price_source, rows[1].free) == ("you", False)
+    assert rows[2].price_per_hour is None and rows[2].dollars_per_million_images is None
+
+    # The price the boxes have now (set after the runs with `gpubox price`) is the one
+    # used; a box priced 0 is free, and ranks first: nothing per image, however slow.
+    rows = compare.rows(state.bench_results(SUITE),
+                        {("local", "here"): 0.0, ("ssh", "lab"): 0.2, ("ssh", "a10"): 9.0})
+    assert [r.box for r in rows] == ["here", "a10", "lab"]
+    assert rows[0].free and rows[0].dollars_per_million_images == 0.0
+    assert rows[2].price_per_hour == 0.2 and rows[2].price_source == "you"
+    assert rows[1].price_per_hour == 1.006  # an AWS result keeps AWS's price
+
+
+def test_a_quick_and_a_full_run_of_one_box_are_two_rows_that_say_which(state):
+    for quick, images in ((True, 0.9), (False, 4.1)):
+        rec = record(box("here", "this machine", "local"),
+                     raw(None, bf16=0.3, fp32=0.2, images=images, quick=quick), 0.03, "you")
+        assert rec["mode"] == ("quick" if quick else "full")
+        state.save_bench("here", "this machine", SUITE, rec)
+    full, quick = compare.rows(state.bench_results(SUITE))
+    assert (full.mode, full.quick, quick.mode, quick.quick) == ("full", False, "quick", True)
+    assert full.to_dict()["mode"] == "full"
+
+
 def test_a_matmul_that_failed_its_check_is_not_priced(state):
     bad = raw("NVIDIA L4", bf16=100.0, fp32=30.0, images=2000.0)
     bad["matmul"]["bf16"]["ok"] = False
@@ -93,9 +132,12 @@ def test_the_plot_is_a_png_with_a_bar_per_result(state, tmp_path):
     state.save_bench("here", "this machine", SUITE,
                      record(box("here", "this machine", "local"),
                             raw(None, bf16=0.3, fp32=0.2, images=5.0), None))
+    state.save_bench("lab", "ssh host", SUITE,  # free, unpriced and priced rows all drawn
+                     record(box("lab", "ssh host", "ssh"),
+                            raw(None, bf16=0.3, fp32=0.2, images=7.0, quick=True), 0.0, "you"))
     table = compare.rows(state.bench_results(SUITE))
     out = compare.plot(table, tmp_path / "out.png")
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 200_000
     height = int.from_bytes(data[20:24], "big")
-    assert height > 0.6 * 80 * 3  # the figure grows with the number of results
+    assert height > 0.6 * 80 * 4  # the figure grows with the number of results

@@ -2,8 +2,8 @@
 
 The suite itself (payload.py, payload_ddp.py) is copied to ~/.gpubox/bench on the
 host and run with the box's framework environment (~/.gpubox/venv, else python3).
-This side adds what only the client knows: the box's type, region and $/h, and the
-GPU's datasheet peaks (peaks.py) beside each measured figure.
+This side adds what only the client knows: the box's type, region and $/h (AWS's price
+list, or the price its user gave an ssh or local box), and the GPU's datasheet peaks (peaks.py) beside each measured figure.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ PYTHON_ON_HOST = (
 SUITE = "suite"  # the State.bench `payload` column of a suite result
 SCALE = "scale"
 SUITE_TIMEOUT_S = 1800.0
+PRICE_BY_USER = "you"  # a record's price_source when its user gave the price
 
 
 class BoxNotRunning(GpuboxError):
@@ -108,8 +109,10 @@ def beside_peaks(raw: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def record(box: Box, raw: dict[str, Any], price_per_hour: float | None) -> dict[str, Any]:
-    """The stored form: the raw result with the box's facts and $/h at the time."""
+def record(box: Box, raw: dict[str, Any], price_per_hour: float | None,
+           price_source: str | None = None) -> dict[str, Any]:
+    """The stored form: the raw result with the box's facts and $/h at the time
+    (price_source: where that $/h came from, e.g. "you" for a price its user gave)."""
     device = raw.get("device", {})
     return {
         "box": box.name,
@@ -117,7 +120,9 @@ def record(box: Box, raw: dict[str, Any], price_per_hour: float | None) -> dict[
         "type": box.type,
         "region": box.region,
         "spot": box.spot,
+        "mode": "quick" if raw.get("quick") else "full",
         "price_per_hour": price_per_hour,
+        "price_source": price_source,
         "gpu_model": device.get("name") if device.get("kind") == "cuda" else None,
         "gpu_count": device.get("count", 0),
         "driver": device.get("driver"),
@@ -153,7 +158,11 @@ def bench_box(
         on_progress(f"running the {'quick ' if quick else ''}benchmark suite on '{box.name}'")
     raw = run_suite(runner, quick=quick)
     rate = hourly_rate(settings, box)
-    rec = record(box, raw, rate.value if rate else None)
+    if rate is not None:
+        rec = record(box, raw, rate.value, rate.source)
+    else:  # an ssh or local box: the price its user gave it (`gpubox price`), if any
+        rec = record(box, raw, box.price_per_hour,
+                     PRICE_BY_USER if box.price_per_hour is not None else None)
     state.save_bench(box.name, box.type, SUITE, rec)
     return rec
 

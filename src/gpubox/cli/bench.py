@@ -52,8 +52,14 @@ def _show_record(rec: dict) -> None:
     for name, why in suite.get("skipped", {}).items():
         render.info(f"matmul {name} skipped: {why}")
     price = rec.get("price_per_hour")
-    if price is not None:
+    if price is not None and rec.get("price_source") == "you":
+        render.say("free (the price you gave it is 0)" if price == 0
+                   else f"at {render.money(price)} (the price you gave it)")
+    elif price is not None:
         render.say(f"at {render.money(price)} ({'spot' if rec.get('spot') else 'on-demand'})")
+    elif rec.get("provider") in ("local", "ssh"):
+        render.info(f"no price: `gpubox price {rec['box']} 0.35` (0 = free) puts it in "
+                    "$ per unit of work beside cloud types")
     for note in suite.get("notes", []):
         render.warn(note)
 
@@ -119,13 +125,18 @@ def _bench_types(types: str, spot: bool, region: str | None, yes: bool, quick: b
         _compare_table(rows)
 
 
+def _money_or_free(row, value: float | None, unit: str = "") -> str:
+    return "free" if row.free else render.money(value, unit)
+
+
 def _compare_table(rows) -> None:
     render.table(
-        ["box", "type", "device", "$/h", "TFLOPS", "img/s", "$/M img", "$/PFLOP"],
+        ["box", "type", "device", "mode", "$/h", "TFLOPS", "img/s", "$/M img", "$/PFLOP"],
         [
-            (r.box, r.type or "", r.device, render.money(r.price_per_hour),
+            (r.box, r.type or "", r.device, r.mode, _money_or_free(r, r.price_per_hour, "/h"),
              f"{_num(r.tflops, 3)} {r.matmul_dtype or ''}".strip(), _num(r.images_per_s),
-             render.money(r.dollars_per_million_images, ""), render.money(r.dollars_per_pflop, ""))
+             _money_or_free(r, r.dollars_per_million_images),
+             _money_or_free(r, r.dollars_per_pflop))
             for r in rows
         ],
     )
@@ -138,13 +149,21 @@ def _compare(json_out: bool, plot: Path | None) -> None:
         compare.check_writable(plot)
     settings = load_settings()
     with _open_state(settings) as state:
-        rows = compare.rows(state.bench_results(suite.SUITE))
+        rows = compare.rows(state.bench_results(suite.SUITE), compare.user_prices(settings))
     if json_out:
         render.print_json([r.to_dict() for r in rows])
     else:
         _compare_table(rows)
         render.info("sorted by value for money: $ per million ResNet-18 training images, "
-                    "then $ per PFLOP (bf16, else fp32); '?' = price unknown (not AWS)")
+                    "then $ per PFLOP (bf16, else fp32); mode quick = `bench --quick` "
+                    "(small sizes, less exact)")
+        unpriced = sorted({r.box for r in rows if r.price_per_hour is None})
+        if unpriced:
+            render.info(f"'?' = price unknown ({', '.join(unpriced)}): give an ssh or local "
+                        f"box one with `gpubox price {unpriced[0]} 0.35` (0 = free)")
+        if any(r.free for r in rows):
+            render.info("free = a price of 0 you gave: it ranks first on $ alone, however "
+                        "slow; compare img/s for the time it costs you")
     if plot is not None:
         compare.plot(rows, plot)
         render.ok(f"plot written to {plot}")

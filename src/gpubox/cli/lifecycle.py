@@ -154,6 +154,11 @@ def up(
     max_price: Annotated[
         float | None, typer.Option(help="Highest spot price you accept, in $/h.")
     ] = None,
+    price: Annotated[
+        str | None,
+        typer.Option(help="For an ssh or local box: what it costs you in $/h (0 = free), for "
+                     "`status` and `bench compare`; change it later with `gpubox price`."),
+    ] = None,
     any_region: Annotated[
         bool, typer.Option(help="On a capacity refusal, also try the next nearest regions.")
     ] = False,
@@ -276,6 +281,8 @@ def up(
             port_num = int(port_text)
         user, _, host_name = user_host.rpartition("@")
         user = user or None
+    from gpubox.validate import parse_price
+
     spec = BoxSpec(
         name=name,
         provider=pname,
@@ -294,6 +301,7 @@ def up(
         idle_stop_minutes=idle_minutes,
         any_region=any_region,
         volume=volume,
+        price_per_hour=None if price is None else parse_price(price),
     )
     from gpubox.validate import check_port, confirm_ssh_from
 
@@ -431,7 +439,9 @@ def _box_rows(boxes, failed=None):
     failed = failed or {}
     for b in boxes:
         uptime = render.duration(now - b.launched_at) if b.launched_at and b.state.value == "running" else ""
-        cost = render.money(b.price_per_hour) if b.price_per_hour is not None and b.provider == "aws" else ""
+        cost = render.money(b.price_per_hour) if b.price_per_hour is not None else ""
+        if b.provider != "aws" and b.price_per_hour == 0:
+            cost = "free"  # the price its user gave it
         if b.provider == "aws" and b.state.value == "stopped" and b.disk_gb:
             # What a stopped box still costs: its disk, per month.
             cost = render.money(_disk_per_month(b)[0], "/mo disk")

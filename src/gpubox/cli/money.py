@@ -1,4 +1,5 @@
-"""Commands that keep the bill in sight and work safe: cost, image, images, gc, autostop."""
+"""Commands that keep the bill in sight and work safe: cost, image, images, gc, autostop,
+price."""
 
 from __future__ import annotations
 
@@ -267,6 +268,44 @@ def gc(
         render.error(f"could not remove {item.kind} {item.id} ({item.region}): {why}")
     if result.failed:
         raise typer.Exit(1)
+
+
+@app.command(context_settings={"ignore_unknown_options": True})  # "-1" is a bad price, not a flag
+def price(
+    name: Annotated[str, typer.Argument(help="The ssh or local box.")],
+    dollars_per_hour: Annotated[
+        str | None,
+        typer.Argument(help="What it costs you per hour, e.g. 0.35 (0 = free). Leave out to see it."),
+    ] = None,
+) -> None:
+    """Set (or show) what an ssh or local box costs you per hour.
+
+    gpubox knows an AWS box's price; a host you rent elsewhere, or this machine, has the
+    price you give it. `status` shows it and `bench compare` ranks the box by it beside
+    cloud types ($ per million training images, $ per PFLOP). Kept until `gpubox down`.
+
+    Example: gpubox price lab 0.35
+    """
+    from gpubox import box as lifecycle
+    from gpubox.hostprice import set_price
+
+    settings = load_settings()
+    with _state(settings) as state:
+        if dollars_per_hour is None:
+            _, box = lifecycle.find_box(settings, state, name)
+            if box.price_per_hour is None:
+                render.say(f"'{name}' has no price: set one with `gpubox price {name} 0.35` "
+                           "(0 = free)")
+            elif box.price_per_hour == 0:
+                render.say(f"'{name}' is free (price 0)")
+            else:
+                render.say(f"'{name}' costs {render.money(box.price_per_hour)}")
+            return
+        boxes = set_price(settings, state, name, dollars_per_hour)
+    value = boxes[0].price_per_hour
+    what = "is free (price 0)" if value == 0 else f"costs {render.money(value)}"
+    nodes = f" for each of its {len(boxes)} machines" if len(boxes) > 1 else ""
+    render.ok(f"'{name}' {what}{nodes}; see `gpubox bench compare`")
 
 
 @app.command()

@@ -77,6 +77,9 @@ class BoxSpec:
     cluster: str | None = None
     node_rank: int = 0
     nodes: int = 1  # how many nodes the box has: node 0's preflight checks room for all
+    # ssh/local: what the machine costs you, $/h (0 = free); AWS boxes are priced from
+    # AWS's price list. Shown by `status`, used by `bench compare`.
+    price_per_hour: float | None = None
 
     def __post_init__(self) -> None:
         from gpubox.validate import check_spec

@@ -35,6 +35,7 @@ class LocalProvider:
             address="localhost",
             id="localhost",
             created_at=record.get("added_at"),
+            price_per_hour=record.get("price_per_hour"),
         )
 
     def launch(self, spec: BoxSpec) -> Box:
@@ -68,6 +69,13 @@ class LocalProvider:
         """Forget the name (and its token); nothing on this machine is deleted."""
         self.registry.remove(box.name)
         forget_client_files(self.settings, box.name)
+
+    def set_price(self, box: Box, price_per_hour: float | None) -> Box:
+        """What this machine costs you, $/h (0: free; None: unknown); kept with its name."""
+        record = self.registry.update(box.name, price_per_hour=price_per_hour)
+        if record is None:
+            raise NotFound(f"no local box called '{box.name}'")
+        return self._box(box.name, record)
 
     def endpoint(self, box: Box) -> SshEndpoint:
         if self.registry.get(box.name) is None:

@@ -61,6 +61,24 @@ class HostRegistry:
             data[name] = record
             self._save(data)
 
+    def update(self, name: str, **fields: Any) -> dict[str, Any] | None:
+        """Change some fields of one record (None removes a field); the new record, or None
+        when there is no such name."""
+        from gpubox.localfiles import locked
+
+        with locked(self.path):
+            data = self.load()
+            record = data.get(name)
+            if record is None:
+                return None
+            for key, value in fields.items():
+                if value is None:
+                    record.pop(key, None)
+                else:
+                    record[key] = value
+            self._save(data)
+        return record
+
     def remove(self, name: str) -> bool:
         from gpubox.localfiles import locked
 
@@ -124,6 +142,7 @@ class SshProvider:
             address=record["host"],
             id=target,
             created_at=record.get("added_at"),
+            price_per_hour=record.get("price_per_hour"),
             extra=tuple(sorted((k, str(v)) for k, v in record.items()
                                if k in ("last_error", "cluster", "node"))),
         )
@@ -224,6 +243,11 @@ class SshProvider:
             close_master(self._endpoint(record), self.settings, box.name)
             self.registry.remove(box.name)
         forget_client_files(self.settings, box.name)
+
+    def set_price(self, box: Box, price_per_hour: float | None) -> Box:
+        """What the host costs you, $/h (None: unknown); kept with its record."""
+        self._record(box.name)
+        return self._box(box.name, self.registry.update(box.name, price_per_hour=price_per_hour))
 
     def endpoint(self, box: Box) -> SshEndpoint:
         return self._endpoint(self._record(box.name))
