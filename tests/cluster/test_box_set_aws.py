@@ -256,3 +256,55 @@ def test_a_signal_just_after_the_placement_group_is_made_tells_it_and_down_and_g
     down = gpubox(*printed(err, "undo"))
     assert down.returncode == 0, down.stderr
     assert tagged(endpoint) == []
+
+
+@pytest.fixture
+def slow_termination(monkeypatch):
+    """moto's terminate leaves the instance shutting-down for 8 s, as EC2 does for a while
+    (moto otherwise ends it at once)."""
+    import threading
+
+    from moto.ec2.models.instances import Instance
+
+    real = Instance.terminate
+    timers: list[threading.Timer] = []
+
+    def terminate(self):
+        if self._state.name in ("shutting-down", "terminated"):
+            return real(self) if self._state.name == "terminated" else self._state
+        self._state.name, self._state.code = "shutting-down", 32
+        timer = threading.Timer(8.0, real, args=(self,))
+        timers.append(timer)
+        timer.start()
+        return self._state
+
+    monkeypatch.setattr(Instance, "terminate", terminate)
+    yield
+    for timer in timers:
+        timer.cancel()
+
+
+@pytest.mark.slow
+def test_a_second_down_while_the_first_ones_instance_shuts_down_waits_and_removes_all(
+    endpoint, isolation, slow_termination
+):
+    made = gpubox("up", "s", "--type", "g4dn.xlarge", "--no-setup", "--ssh-from", SSH_FROM)
+    assert made.returncode == 0, made.stderr
+    proc = start("down", "s", "--yes")
+    try:
+        wait_until(lambda: proc.poll() is not None or any(
+            i["State"]["Name"] == "shutting-down"
+            for i in ec2(endpoint).describe_instances()["Reservations"][0]["Instances"]))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    text = " ".join(err.split())
+    assert "shutting-down" in text and "finish it: gpubox down s --yes" in text, err
+    again = gpubox(*printed(err, "finish"))  # the instance is still shutting down
+    assert again.returncode == 0, again.stderr
+    assert "to be terminated" in again.stderr, again.stderr  # it waited, then removed the rest
+    assert tagged(endpoint) == []
+    assert not (isolation / "data" / "keys" / "s.pem").exists()
