@@ -12,7 +12,8 @@ and checks by tag that nothing is left in the region.
 The box's name is SELFTEST_BOX. A run cut short leaves what it made (the CLI says what,
 from inflight); the next run, or `gpubox selftest --clean`, finds it by that name and
 removes it first. Even if this machine dies mid-test, the guard's uptime cap stops the
-instance after 15 minutes; its disk then bills (about a cent a day) until a re-run.
+instance after 15 minutes; its disk then bills (the plan says how much a day) until a
+re-run.
 """
 
 from __future__ import annotations

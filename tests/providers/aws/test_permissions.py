@@ -10,6 +10,7 @@ real calls against moto.
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import botocore.session
@@ -93,7 +94,7 @@ def test_entries_name_real_operations_and_say_how_they_are_checked():
     for perm in PERMISSIONS:
         model = BOTO.get_service_model(perm.service)
         assert perm.operation in model.operation_names, perm.call
-        assert perm.feature in FEATURES and perm.disables
+        assert perm.feature in FEATURES and set(perm.also) <= set(FEATURES) and perm.disables
         assert perm.check in (DRY_RUN, READ, NONE)
         assert (perm.params is None) == (perm.check == NONE), perm.call
         if perm.check == DRY_RUN:
@@ -106,8 +107,10 @@ def test_the_policy_is_the_table_and_each_feature_adds_its_own():
     assert permissions.policy_actions(everything) == {p.iam_action for p in PERMISSIONS}
     core = permissions.policy_actions(permissions.policy(["core"]))
     for feature in FEATURES:
-        own = {p.iam_action for p in PERMISSIONS if p.feature == feature}
+        own = {p.iam_action for p in PERMISSIONS if feature in (p.feature, *p.also)}
         assert permissions.policy_actions(permissions.policy([feature])) == core | own
+    compact = json.dumps(everything, separators=(",", ":"))
+    assert len(compact) < permissions.MANAGED_POLICY_LIMIT  # one managed policy holds it
     with pytest.raises(Exception, match="unknown feature: gpu"):
         permissions.policy(["gpu"])
 
@@ -133,3 +136,9 @@ def test_gpubox_sessions_record_their_calls_and_tests_boto3_does_not(aws, settin
         aws_session.cache_clear()
     assert recorded(record) == {"ec2:DescribeInstances", "sts:GetCallerIdentity"}
     assert missing_from_table(recorded(record) | {"ec2:CreateFleet"}) == ["ec2:CreateFleet"]
+
+
+def test_the_administrators_page_names_every_action_and_feature():
+    page = (SOURCE.parents[1] / "docs" / "administrators.md").read_text()
+    assert [p.iam_action for p in PERMISSIONS if f"`{p.iam_action}`" not in page] == []
+    assert [f for f in FEATURES if f"| `{f}` |" not in page] == []

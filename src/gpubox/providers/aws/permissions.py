@@ -76,6 +76,7 @@ class Permission:
     check: str  # DRY_RUN, READ or NONE
     disables: str  # what gpubox cannot do without it
     grants: tuple[Grant, ...] = (Grant(),)
+    also: tuple[str, ...] = ()  # other features that need it too
     # DRY_RUN/READ: the call's parameters (livecheck.Probe -> kwargs); livecheck adds DryRun.
     # It raises livecheck.Unchecked when the check needs something that does not exist.
     params: Callable[[Any], dict[str, Any]] | None = field(default=None, compare=False)
@@ -272,6 +273,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(EC2, "DeleteVolume", "volumes", DRY_RUN,
                "`gpubox volume rm` and `down --delete-volume` cannot delete a data volume",
                grants=(Grant(("volume",), RESOURCE_TAG),),
+               also=("gc",),
                params=lambda p: {"VolumeId": p.needs("data volume")}),
     Permission(EC2, "CreateSnapshot", "volumes", DRY_RUN,
                "a data volume cannot move to another zone",
@@ -281,6 +283,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(EC2, "ModifyVolume", "volumes", DRY_RUN,
                "a data volume cannot grow; `gpubox resize --disk` cannot grow a disk",
                grants=(Grant(("volume",), RESOURCE_TAG),),
+               also=("resize",),
                params=lambda p: {"VolumeId": p.needs("data volume"), "Size": p.needs("bigger")}),
     # --- images -------------------------------------------------------------------------
     Permission(EC2, "CreateImage", "images", DRY_RUN,
@@ -292,13 +295,16 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(EC2, "DeregisterImage", "images", DRY_RUN,
                "`gpubox image rm` and gc cannot remove a saved image",
                grants=(Grant(("image",), RESOURCE_TAG),),
+               also=("gc",),
                params=lambda p: {"ImageId": p.needs("image")}),
     Permission(EC2, "DescribeSnapshots", "images", READ,
                "a saved image's snapshots (billed) cannot be found or removed",
+               also=("volumes", "gc"),
                params=lambda p: {"OwnerIds": ["self"], "Filters": _gpubox_tagged("gpubox:kind")}),
     Permission(EC2, "DeleteSnapshot", "images", DRY_RUN,
                "a removed saved image leaves its snapshots, billed, behind",
                grants=(Grant(("snapshot",), RESOURCE_TAG),),
+               also=("volumes", "gc"),
                params=lambda p: {"SnapshotId": p.needs("snapshot")}),
     # --- resize -------------------------------------------------------------------------
     Permission(EC2, "ModifyInstanceAttribute", "resize", DRY_RUN,
@@ -340,7 +346,7 @@ def for_features(features: Iterable[str] | None = None) -> list[Permission]:
             hint=f"features: {', '.join(FEATURES)}",
         )
     wanted.add("core")
-    return [p for p in PERMISSIONS if p.feature in wanted]
+    return [p for p in PERMISSIONS if p.feature in wanted or wanted & set(p.also)]
 
 
 def arn(service: str, resource_type: str) -> str:
@@ -386,8 +392,7 @@ def policy(features: Iterable[str] | None = None) -> dict[str, Any]:
     for (service, resources, condition), actions in groups.items():
         arns = [arn(service, r) for r in resources]
         statement: dict[str, Any] = {
-            "Sid": _sid(IAM_PREFIX[service], *(r for r in resources if r != "*"), condition)
-            or "Any",
+            "Sid": _sid(IAM_PREFIX[service], *(r for r in resources[:1] if r != "*"), condition),
             "Effect": "Allow",
             "Action": sorted(actions),
             "Resource": "*" if arns == ["*"] else arns,
@@ -421,6 +426,10 @@ def _param_names(perm: Permission) -> set[str]:
             return []
 
     return set(perm.params(Anything()))
+
+
+# IAM's limit on a managed policy, counted without whitespace.
+MANAGED_POLICY_LIMIT = 6144
 
 
 def policy_json(features: Iterable[str] | None = None) -> str:
