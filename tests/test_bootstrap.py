@@ -284,8 +284,11 @@ def test_jupyter_port_taken_by_another_program_fails_naming_port_and_setting(boo
     assert f"port {taken}" in err.value.message
     assert "jupyter_port" in err.value.message
     assert err.value.log_path.endswith("/.gpubox/logs/jupyter.log")
-    # Put the session's Jupyter back on its own port for whoever runs next.
-    assert bootstrapped.run().finished("jupyter").status == "done"
+    assert err.value.message.count(f"port {taken} on the host is taken") == 1
+    # The failed run stopped nothing: the session's Jupyter answers on its own port.
+    port = bootstrapped.settings.jupyter_port
+    assert jupyter_status(port, setup.jupyter_token(bootstrapped.settings, "box1")) == 200
+    assert bootstrapped.run().finished("jupyter").status == "skip"
 
 
 def test_fake_gpu_without_a_gpu_build_fails_the_device_check_loudly(tmp_path, site):

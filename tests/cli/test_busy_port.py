@@ -74,9 +74,10 @@ def status_of(run, name: str) -> tuple[dict, str]:
     return listed[0], table.stdout + table.stderr
 
 
-def check_pinned_port_fails_once(run, name: str, env: dict[str, str]) -> None:
+def check_pinned_port_fails_once(run, name: str, env: dict[str, str], url: str) -> None:
     """`up` with jupyter_port pinned to a port a listener of the test holds: one error,
-    and `status` says the setup failed at the jupyter step."""
+    `status` says the setup failed at the jupyter step, and the box's Jupyter at `url`
+    (on its own port) still answers: the failed `up` stopped nothing."""
     with listener() as taken:
         env["GPUBOX_JUPYTER_PORT"] = str(taken)
         try:
@@ -93,6 +94,7 @@ def check_pinned_port_fails_once(run, name: str, env: dict[str, str]) -> None:
     assert row["setup"].startswith(f"failed at step jupyter: port {taken} on the host is taken")
     assert "running · setup failed at step jupyter" in table, table
     assert f"{name}: setup failed at step jupyter: port {taken}" in " ".join(table.split())
+    assert answers(url) == 200
 
 
 def test_local_box_gets_a_free_port_when_8888_is_taken(tmp_path):
@@ -132,7 +134,7 @@ def test_local_box_gets_a_free_port_when_8888_is_taken(tmp_path):
             assert f"Jupyter: {url}" in again.stdout
             assert "· jupyter" in again.stderr and "✓ jupyter" not in again.stderr
 
-            check_pinned_port_fails_once(run, "here", env)
+            check_pinned_port_fails_once(run, "here", env, url)
             back = run("up", "here", "--no-browser")  # unpinned again: its own port back
             assert back.returncode == 0, back.stderr
             assert f"Jupyter: {url}" in back.stdout and answers(url) == 200
@@ -170,9 +172,10 @@ def test_ssh_box_gets_a_free_port_on_the_host_and_the_tunnel_follows(tmp_path):
         assert run("jupyter", "far", "--stop").returncode == 0
         opened = run("jupyter", "far", "--no-browser")
         assert opened.returncode == 0, opened.stderr
-        assert answers(URL_RE.search("Jupyter: " + opened.stdout.strip()).group(1)) == 200
+        url = URL_RE.search("Jupyter: " + opened.stdout.strip()).group(1)
+        assert answers(url) == 200
 
-        check_pinned_port_fails_once(run, "far", far_side.env)
+        check_pinned_port_fails_once(run, "far", far_side.env, url)
         back = run("up", "far", "--no-browser")
         assert back.returncode == 0, back.stderr
         assert answers(URL_RE.search(back.stdout).group(1)) == 200

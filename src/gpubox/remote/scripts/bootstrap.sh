@@ -593,12 +593,17 @@ step_jupyter() {
     skip "Jupyter is running on 127.0.0.1:$JUPYTER_PORT ($(cat "$STATE_DIR/jupyter-mode" 2>/dev/null))"
     return 0
   fi
+  local pinned_taken="port $JUPYTER_PORT on the host is taken by another program, and the setting jupyter_port pins Jupyter to it: stop that program, choose another port (gpubox config set jupyter_port 8899), or let gpubox pick a free one (gpubox config unset jupyter_port)"
+  # A pinned port another program holds: fail before this box's Jupyter on its own
+  # port is stopped, so a failed `up` leaves the running one as it was.
+  if [[ $JUPYTER_PORT_PINNED == 1 && "$JUPYTER_PORT" != "$(cat "$STATE_DIR/jupyter-port" 2>/dev/null)" ]] &&
+    port_in_use "$JUPYTER_PORT"; then
+    fail "$pinned_taken"
+  fi
   stop_our_jupyter
   local moved=""
   if port_in_use "$JUPYTER_PORT"; then
-    if [[ $JUPYTER_PORT_PINNED == 1 ]]; then
-      fail "port $JUPYTER_PORT on the host is taken by another program, and the setting jupyter_port pins Jupyter to it: stop that program, choose another port (gpubox config set jupyter_port 8899), or let gpubox pick a free one (gpubox config unset jupyter_port)"
-    fi
+    if [[ $JUPYTER_PORT_PINNED == 1 ]]; then fail "$pinned_taken"; fi
     moved="port $JUPYTER_PORT on the host is taken by another program, so "
     JUPYTER_PORT=$(free_port)
     echo "${moved}Jupyter gets port $JUPYTER_PORT"
