@@ -99,7 +99,7 @@ def test_json_is_the_same_whatever_the_width(world):
     assert [b["name"] for b in json.loads(narrow.stdout)] == [LONG]
 
 
-def test_on_a_narrow_terminal_a_long_id_folds_instead_of_being_cut(monkeypatch):
+def _on_terminal(monkeypatch, width: int):
     import io
 
     from rich.console import Console
@@ -107,9 +107,110 @@ def test_on_a_narrow_terminal_a_long_id_folds_instead_of_being_cut(monkeypatch):
     from gpubox.cli import render
 
     out = io.StringIO()
-    terminal = Console(file=out, width=12, force_terminal=True, color_system=None)
-    monkeypatch.setattr(render, "_console", terminal)  # a terminal 12 columns wide
+    terminal = Console(file=out, width=width, force_terminal=True, color_system=None,
+                       soft_wrap=True)  # fmt: skip
+    monkeypatch.setattr(render, "_console", terminal)  # a terminal `width` columns wide
+    return out
+
+
+def test_on_a_narrow_terminal_a_long_id_is_whole_instead_of_cut(monkeypatch):
+    from gpubox.cli import render
+
+    out = _on_terminal(monkeypatch, 12)
     render.table(["id"], [["vol-0123456789abcdef0"]])
-    lines = out.getvalue().splitlines()
     assert "…" not in out.getvalue()
-    assert "".join(line.strip() for line in lines[1:]) == "vol-0123456789abcdef0"
+    assert "vol-0123456789abcdef0" in out.getvalue().split()  # one word, not folded
+
+
+# Words a user copies: none may be split over two lines at 80 columns.
+COPIED = ["AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", "/home/student/.config/gpubox/config.toml",
+          "i-0123456789abcdef0", "sg-0fedcba9876543210", "ec2-203-0-113-7.compute-1.amazonaws.com"]
+
+
+@pytest.mark.parametrize("width", [80, 60, 40])
+@pytest.mark.parametrize("shape", ["fits-after-wrapping", "too-wide-for-columns"])
+def test_every_table_wraps_between_words_never_inside_one(monkeypatch, width, shape):
+    """The renderer every table goes through: a table that fits once its long values
+    wrap keeps its columns (each at least its longest word); one whose longest words
+    side by side are wider than the terminal is printed as blocks of `column: value`."""
+    from gpubox.cli import render
+
+    out = _on_terminal(monkeypatch, width)
+    if shape == "fits-after-wrapping":
+        rows = [["key files", "loose permissions: box1.pem box2.pem " * 3, "chmod 600 *.pem"],
+                ["AWS region", "none configured", "gpubox picks the nearest region with "
+                 "your GPU type; or `gpubox config set region us-west-2`"]]  # fmt: skip
+    else:
+        rows = [["AWS identity", f"not usable: {COPIED[2]} {COPIED[3]}", f"set {COPIED[0]}"],
+                ["config file", COPIED[1], f"see {COPIED[4]}"]]
+    render.table(["check", "result", "fix"], rows)
+    text = out.getvalue()
+    shown = text.split()
+    for row in rows:
+        for value in row:
+            for word in value.split():
+                assert word in shown, (word, text)
+    for line in text.splitlines():
+        assert len(line) <= width or len(line.split()) <= 2, line  # only a word too long
+    if shape == "fits-after-wrapping" and width == 80:
+        assert text.splitlines()[0].split() == ["check", "result", "fix"]  # still a table
+
+
+def _in_terminal(args: list[str], columns: str | None, cols: int = 80) -> tuple[int, str]:
+    """The real command on a pseudo-terminal `cols` wide (COLUMNS unset or set)."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["TERM"] = "xterm"
+    if columns:
+        env["COLUMNS"] = columns
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_SECURITY_TOKEN"):  # no credentials: doctor says how to set them
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "gpubox", *args], stdin=slave,
+                            stdout=slave, stderr=slave, env=env, close_fds=True)  # fmt: skip
+    os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    return proc.wait(timeout=10), text.replace("\r", "")
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_doctor_and_status_on_an_80_column_terminal_break_no_word(isolation, columns):
+    long_name = "a-box-with-a-name-long-enough-to-wrap"
+    made = gpubox("up", long_name, "--provider", "local", "--no-setup", columns="200")
+    assert made.returncode == 0, made.stderr
+    code, doctor = _in_terminal(["doctor"], columns)
+    assert code == 0, doctor
+    words = doctor.split()
+    assert "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)" in words, doctor
+    config_path = str(isolation / "config" / "config.toml")
+    assert config_path in words, doctor
+    for line in doctor.splitlines():
+        assert len(line) <= 80 or config_path in line, line
+    code, status = _in_terminal(["status"], columns)
+    assert code == 0, status
+    assert long_name in status.split() and "localhost" in status.split(), status
+    assert "…" not in doctor + status

@@ -24,7 +24,8 @@ def _progress(message: str):
 
         def update(text: str) -> None:
             status.update(text)
-            console.log(text) if console.is_terminal else render.info(f"… {text}")
+            # A plain line above the spinner; console.log would add the time and this file.
+            render.info(f"… {text}")
 
         yield update
 

@@ -69,16 +69,87 @@ def print_json(data: Any) -> None:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """A table; on a terminal it wraps between words only, never inside one (an ID, a
+    path, AWS_SECRET_ACCESS_KEY): columns get at least their longest word, and when the
+    longest words together are wider than the terminal, each row is printed as a block
+    of `column: value` lines instead. In a pipe nothing wraps (NO_TERMINAL_WIDTH)."""
     from rich.table import Table
 
-    t = Table(title=title, header_style="bold", box=None, pad_edge=False)
-    for column in columns:
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    c = console()
+    if title:
+        c.print(_escape(title))  # its own line: a path in it is never wrapped by the table
+    widths = _fitted_widths(columns, cells, c.width)
+    if widths == "blocks":
+        _blocks(columns, cells, c.width)
+        return
+    t = Table(header_style="bold", box=None, pad_edge=False)
+    for i, column in enumerate(columns):
         justify = "right" if column.startswith(("$", "#", "vCPU", "RAM", "GPU mem", "ms")) else "left"
-        # On a narrow terminal a long value folds onto the next line; never "…".
-        t.add_column(column, justify=justify, overflow="fold")
-    for row in rows:
-        t.add_row(*("" if v is None else _escape(str(v)) for v in row))
-    console().print(t)
+        # A value wider than the whole terminal (one long word) folds; never "…".
+        t.add_column(column, justify=justify, overflow="fold",
+                     width=widths[i] if widths else None)  # fmt: skip
+    for row in cells:
+        t.add_row(*(_escape(v) for v in row))
+    c.print(t)
+
+
+TABLE_GAP = 2  # rich's padding between two columns (none at the edges: pad_edge=False)
+
+
+def _fitted_widths(columns: Sequence[str], cells: list[list[str]], width: int):
+    """None: the table fits as it is. A width per column, each at least its longest word,
+    the room left shared by how much more each column wants. "blocks": even the longest
+    words side by side do not fit."""
+    from rich.cells import cell_len
+
+    def words(text: str) -> list[str]:
+        return text.split() or [""]
+
+    shortest, longest = [], []
+    for i, column in enumerate(columns):
+        texts = [column, *(row[i] for row in cells if i < len(row))]
+        shortest.append(max(cell_len(w) for t in texts for w in words(t)))
+        longest.append(max(cell_len(line) for t in texts for line in (t.splitlines() or [""])))
+    room = width - TABLE_GAP * (len(columns) - 1)
+    if sum(longest) <= room:
+        return None
+    if sum(shortest) > room:
+        return "blocks"
+    widths = list(shortest)
+    spare = room - sum(widths)
+    wants = [hi - lo for lo, hi in zip(shortest, longest, strict=True)]
+    total = sum(wants)
+    for i, want in enumerate(wants):
+        widths[i] += spare * want // total
+    leftover = room - sum(widths)
+    for i in sorted(range(len(widths)), key=lambda i: wants[i], reverse=True):
+        if leftover <= 0:
+            break
+        if widths[i] < longest[i]:
+            widths[i] += 1
+            leftover -= 1
+    return widths
+
+
+def _blocks(columns: Sequence[str], cells: list[list[str]], width: int) -> None:
+    """Each row as its first value, then `column: value` lines wrapped between words."""
+    import textwrap
+
+    c = console()
+    labels = list(columns[1:])
+    pad = max((len(label) for label in labels), default=0) + 4
+    for row in cells:
+        first, *rest = row or [""]
+        c.print(f"[bold]{_escape(first)}[/]")
+        for label, value in zip(labels, rest, strict=False):
+            if not value:
+                continue
+            lines = textwrap.wrap(value, width=max(width - pad, 20), break_long_words=False,
+                                  break_on_hyphens=False) or [""]  # fmt: skip
+            c.print(_escape(f"  {label + ':':<{pad - 3}} {lines[0]}"))
+            for line in lines[1:]:
+                c.print(_escape(" " * pad + line))
 
 
 def money(value: float | None, unit: str = "/h") -> str:
