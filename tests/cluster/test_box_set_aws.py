@@ -308,3 +308,48 @@ def test_a_second_down_while_the_first_ones_instance_shuts_down_waits_and_remove
     assert "to be terminated" in again.stderr, again.stderr  # it waited, then removed the rest
     assert tagged(endpoint) == []
     assert not (isolation / "data" / "keys" / "s.pem").exists()
+
+
+@pytest.mark.slow
+def test_a_signal_during_a_move_tells_both_instances_apart_and_the_finish_converges(
+    endpoint, isolation, slow, monkeypatch  # noqa: F811 - slow: the fixture
+):
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models import EC2Backend
+    from moto.ec2.models.instances import InstanceBackend
+
+    made = gpubox("up", "a", "--type", "g4dn.xlarge", "--no-setup", "--ssh-from", SSH_FROM)
+    assert made.returncode == 0, made.stderr
+    assert gpubox("stop", "a").returncode == 0
+    (old,) = live(endpoint)
+    real_start = InstanceBackend.start_instances
+
+    def no_room_for_the_old_one(self, instance_ids):
+        if old["InstanceId"] in instance_ids:  # its zone is full
+            raise EC2ClientError("InsufficientInstanceCapacity",
+                                 "We currently do not have sufficient g4dn.xlarge capacity in "
+                                 "the Availability Zone you requested (test).")
+        return real_start(self, instance_ids)
+
+    monkeypatch.setattr(InstanceBackend, "start_instances", no_room_for_the_old_one)
+    undo_slow = slow(EC2Backend, "run_instances")  # the move's launch, caught once it is made
+    proc = start("start", "a", "--move")
+    try:
+        wait_until(lambda: proc.poll() is not None or len(live(endpoint)) == 2)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    undo_slow()
+    assert proc.returncode == 130, err
+    text = " ".join(err.split())
+    assert f"instance {old['InstanceId']}" in text, err
+    assert "the box's instance (the oldest; a move copies it)" in text
+    assert "a move's new one" in text
+    assert "undo it: gpubox stop" not in text  # stopping would leave both instances
+    again = gpubox(*printed(err, "finish"))
+    assert again.returncode == 0, again.stderr
+    named = sorted((tags(i)["gpubox:box"], i["State"]["Name"]) for i in live(endpoint))
+    assert named == [("a", "running"), ("a-old", "stopped")], named

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gpubox import inflight
 from gpubox.errors import CapacityError, GpuboxError
 from gpubox.providers.aws import catalog, failover, instances, volumes
 from gpubox.providers.aws.images import resolve_image
@@ -58,8 +59,31 @@ def move(
         )
     owner = tag_value(inst, OWNER_TAG) or caller_identity(settings).get("Arn", "unknown")
     image_name = f"{box.name}-move-{time.strftime('%Y%m%d-%H%M%S')}"
-    say(f"moving '{box.name}' out of {zone}: imaging its disk as '{image_name}'")
-    made = create_saved_image(settings, region, box.name, image_name, on_progress=say)
+    # Cut short, a move is finished by running it again (it finds the new instance by
+    # its tag and goes on from there); stopping the box would leave both, not undo it.
+    record = inflight.current()
+    record.finish, record.undo = f"gpubox start {box.name} --move", None
+    successor = [i for i in instances.find_instances(settings, region, box.name)
+                 if i["InstanceId"] != old_id and i["State"]["Name"] in ("pending", "running")]
+    if successor:  # an interrupted move made it already: finish that move
+        new = successor[0]
+        say(f"an earlier move of '{box.name}' made {new['InstanceId']}; finishing that move")
+        new = instances.wait_for(settings, region, new["InstanceId"], "running",
+                                 provider.wait_delay)  # fmt: skip
+    else:
+        new = _launch_copy(provider, box, inst, zones, owner, image_name)
+    return _after_launch(provider, box, inst, new, owner, zone, yes, confirm)
+
+
+def _launch_copy(provider: Any, box: Box, inst: dict, zones: list[str], owner: str,
+                 image_name: str) -> dict:
+    """The box's disk imaged, and the same box launched from it in another zone."""
+    settings, say = provider.settings, provider.say
+    region, old_id, kind = box.region or "", inst["InstanceId"], inst["InstanceType"]
+    say(f"moving '{box.name}' out of {inst['Placement']['AvailabilityZone']}: imaging its "
+        f"disk as '{image_name}'")
+    with inflight.owning():
+        made = create_saved_image(settings, region, box.name, image_name, on_progress=say)
     try:
         gpu = catalog.gpu_type(settings, kind, region)
         ctx = instances.LaunchContext(
@@ -80,6 +104,15 @@ def move(
         )
     finally:
         remove_saved_image(settings, made.image)  # the new disk no longer needs it
+    return new
+
+
+def _after_launch(provider: Any, box: Box, inst: dict, new: dict, owner: str, zone: str,
+                  yes: bool, confirm: Callable[[str], bool] | None) -> Moved:
+    """The old instance renamed NAME-old, the data volumes moved, the old one deleted
+    after a yes (else kept, stopped)."""
+    settings, say = provider.settings, provider.say
+    region, old_id, kind = box.region or "", inst["InstanceId"], inst["InstanceType"]
     old_name = old_name_for(box.name)
     _rename(settings, region, [old_id, root_volume_id(inst) or ""], old_name)
     for vol in volumes.attached_to(settings, region, old_id):

@@ -217,8 +217,9 @@ def create_saved_image(
 
     say = on_progress or (lambda _: None)
     check_image_name(image_name)
-    inflight.begin(f"saving image '{image_name}' of '{box_name}'",
-                   undo=f"gpubox image rm {image_name} --yes")  # fmt: skip
+    if not inflight.nested():  # a move images the disk as one step of its own record
+        inflight.begin(f"saving image '{image_name}' of '{box_name}'",
+                       undo=f"gpubox image rm {image_name} --yes")  # fmt: skip
     ec2 = client(settings, "ec2", region)
     instances = find_instances(settings, region, box_name)
     if not instances:
