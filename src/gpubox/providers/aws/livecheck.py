@@ -99,7 +99,9 @@ def check_one(probe: Probe, perm: Permission) -> tuple[Result, Any]:
     started = time.monotonic()
 
     def result(verdict: str, detail: str = "") -> Result:
-        return Result(perm, verdict, detail, time.monotonic() - started)
+        line = " ".join(detail.split())  # one line, however the answer was laid out
+        line = line if len(line) <= 120 else line[:119] + "…"
+        return Result(perm, verdict, line, time.monotonic() - started)
 
     if perm.check == NONE or perm.params is None:
         return result(UNCHECKED, "AWS has no way to ask without doing it"), None
@@ -118,9 +120,9 @@ def check_one(probe: Probe, perm: Permission) -> tuple[Result, Any]:
         if code in DENIED_CODES:
             return result(DENIED, code), None
         message = exc.response.get("Error", {}).get("Message", "")
-        return result(UNCHECKED, f"AWS answered {code or 'an error'}: {message}"[:160]), None
+        return result(UNCHECKED, f"AWS answered {code or 'an error'}: {message}"), None
     except Exception as exc:  # noqa: BLE001 - no answer (network, endpoint): said, not raised
-        return result(UNCHECKED, f"no answer: {exc}"[:160]), None
+        return result(UNCHECKED, f"no answer: {exc}"), None
     if perm.check == DRY_RUN:  # an answer with DryRun=True: AWS did not dry-run it
         return result(UNCHECKED, "AWS did not answer DryRunOperation"), None
     return result(ALLOWED), answer
