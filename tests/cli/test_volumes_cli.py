@@ -47,3 +47,234 @@ def test_a_data_volume_from_up_to_volume_rm(endpoint):
     removed = gpubox("volume", "rm", "data", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert data_volumes(endpoint) == []
+
+
+# Signals, races and lost state, with the real command (issue 16, item 7) ----------------
+
+UP_ARGS = ("--type", "g4dn.xlarge", "--no-setup", "--ssh-from", SSH_FROM)
+
+
+def live(url: str, name: str | None = None) -> list[dict]:
+    found = ec2_client(url).describe_instances()["Reservations"]
+    return [i for r in found for i in r["Instances"]
+            if i["State"]["Name"] not in ("terminated", "shutting-down")
+            and (name is None or {t["Key"]: t["Value"] for t in i.get("Tags", [])}.get(
+                "gpubox:box") == name)]  # fmt: skip
+
+
+def ever_launched(url: str, name: str) -> int:
+    found = ec2_client(url).describe_instances(
+        Filters=[{"Name": "tag:gpubox:box", "Values": [name]}])["Reservations"]  # fmt: skip
+    return sum(len(r["Instances"]) for r in found)
+
+
+def untagged_volumes_of_size(url: str, size: int) -> list[dict]:
+    return [v for v in ec2_client(url).describe_volumes()["Volumes"] if v["Size"] == size]
+
+
+def home_env(tmp_path, name: str) -> dict[str, str]:
+    import os
+
+    from gpubox.state import State
+
+    State(tmp_path / name / "data" / "state.sqlite").close()  # the cloud side is under test
+    return {**os.environ, "GPUBOX_HOME": str(tmp_path / name), "COLUMNS": "200"}
+
+
+def start(*args: str, env: dict[str, str] | None = None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "gpubox", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True, env=env or {**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def together(monkeypatch):
+    """together(Class, "method", n, when): the moto method works, then waits (up to 20 s)
+    until n calls have got that far, so n commands are past the same step at once."""
+    import threading
+
+    def install(cls, method: str, n: int, when=lambda *a, **k: True):
+        real = getattr(cls, method)
+        barrier = threading.Barrier(n, timeout=20)
+
+        def held(self, *args, **kwargs):
+            result = real(self, *args, **kwargs)
+            if when(*args, **kwargs):
+                try:
+                    barrier.wait()
+                except threading.BrokenBarrierError:
+                    pass
+            return result
+
+        monkeypatch.setattr(cls, method, held)
+
+    return install
+
+
+@pytest.fixture
+def volume_in_use_refused(monkeypatch):
+    """Real EC2 refuses to attach a volume that is attached (VolumeInUse); moto attaches it
+    again. The test gives moto's backend that one rule of AWS."""
+    from moto.ec2.exceptions import VolumeInUseError
+    from moto.ec2.models import EC2Backend
+
+    real = EC2Backend.attach_volume
+
+    def attach_volume(self, volume_id, instance_id, device_path, delete_on_termination=False):
+        vol = self.get_volume(volume_id)
+        if vol.attachment is not None:
+            raise VolumeInUseError(volume_id, vol.attachment.instance.id)
+        return real(self, volume_id, instance_id, device_path, delete_on_termination)
+
+    monkeypatch.setattr(EC2Backend, "attach_volume", attach_volume)
+
+
+@pytest.mark.slow  # two `gpubox up` at once, about 15 s
+def test_two_up_asking_for_the_same_new_volume_at_once_end_with_one_volume(
+    endpoint, tmp_path, together, volume_in_use_refused
+):
+    """Two laptops (two HOMEs), boxes s1 and s2, both asking for the new volume `data`;
+    both are held after RunInstances until both have launched, so both checked first
+    that no volume `data` exists. One volume is left, attached to one box; the other
+    command says why it failed, and the box it made is terminated."""
+    from moto.ec2.models import EC2Backend
+
+    together(EC2Backend, "run_instances", 2)
+    runs = [start("up", name, *UP_ARGS, "--volume", "data:20", env=home_env(tmp_path, name))
+            for name in ("s1", "s2")]  # fmt: skip
+    outcomes = [(run.wait(timeout=240), run.communicate()[1]) for run in runs]
+    (vol,) = data_volumes(endpoint)
+    assert vol["State"] == "in-use", outcomes
+    holder = vol["Attachments"][0]["InstanceId"]
+    assert [i["InstanceId"] for i in live(endpoint)] == [holder], outcomes
+    assert sorted(code for code, _ in outcomes) == [0, 1], outcomes
+    (failed,) = [err for code, err in outcomes if code == 1]
+    assert "made by this command, is terminated: nothing of it bills" in failed, failed
+    assert "Traceback" not in failed and "internal error" not in failed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("laptops", [1, 2])
+def test_two_up_asking_for_the_same_existing_volume_leave_one_box(
+    endpoint, tmp_path, together, volume_in_use_refused, laptops
+):
+    """One laptop (two terminals): the second waits on the volume's lock, then refuses
+    before it launches anything. Two laptops: both launch (held until both have), one
+    attach loses, and the box that command made is terminated: nothing of it bills."""
+    from moto.ec2.models import EC2Backend
+
+    from gpubox.providers.aws.volumes import volume_tags
+
+    ec2_client(endpoint).create_volume(
+        AvailabilityZone="us-east-1a", Size=20, VolumeType="gp3", Encrypted=True,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": volume_tags("data", "arn:x")}])
+    if laptops == 2:
+        together(EC2Backend, "run_instances", 2)
+    envs = [home_env(tmp_path, "home") for _ in range(2)] if laptops == 1 else [
+        home_env(tmp_path, name) for name in ("s1", "s2")]  # fmt: skip
+    runs = [start("up", name, *UP_ARGS, "--volume", "data", env=env)
+            for name, env in zip(("s1", "s2"), envs, strict=True)]  # fmt: skip
+    outcomes = [(run.wait(timeout=240), run.communicate()[1]) for run in runs]
+    (vol,) = data_volumes(endpoint)
+    holder = vol["Attachments"][0]["InstanceId"]
+    assert [i["InstanceId"] for i in live(endpoint)] == [holder], outcomes
+    assert sorted(code for code, _ in outcomes) == [0, 1], outcomes
+    (failed,) = [err for code, err in outcomes if code == 1]
+    assert "attached to box 's" in failed and "Traceback" not in failed, failed
+    if laptops == 1:  # refused before any launch: the loser never made an instance
+        assert ever_launched(endpoint, "s1") + ever_launched(endpoint, "s2") == 1, outcomes
+        assert "made by this command" not in failed
+    else:
+        assert "made by this command, is terminated: nothing of it bills" in failed, failed
+
+
+def run_as_printed(line: str, env: dict[str, str] | None = None):
+    """The undo or finish line the command printed, run by a shell exactly as printed."""
+    import os
+    import subprocess
+
+    return subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=180,
+                          stdin=subprocess.DEVNULL, env={**(env or os.environ), "COLUMNS": "200"})
+
+
+def printed(err: str, label: str) -> str:
+    (line,) = [ln.split(label, 1)[1].strip() for ln in err.splitlines() if label in ln]
+    return line
+
+
+@pytest.mark.slow  # about 10 s a row
+@pytest.mark.parametrize(("method", "signum", "then"), [
+    ("create_volume", "SIGINT", "undo"),
+    ("create_volume", "SIGTERM", "finish"),
+    ("attach_volume", "SIGTERM", "undo"),
+    ("attach_volume", "SIGINT", "finish"),
+    ("describe_volumes", "SIGINT", "undo"),  # made, not attached yet
+])  # fmt: skip
+def test_a_signal_during_up_volume_names_the_volume_and_the_printed_commands_work(
+    endpoint, isolation, method, signum, then
+):
+    """CreateVolume (or AttachVolume) done in moto, its answer held: the signal lands.
+    The message names the new volume (with its $/month once its id is known) and the
+    undo that removes it; the printed undo, run as printed, leaves nothing tagged and no
+    volume; the printed finish leaves one box with the volume attached."""
+    import signal
+    import threading
+    import time
+
+    from moto.ec2.models import EC2Backend
+
+    release, held = threading.Event(), threading.Event()
+    real = getattr(EC2Backend, method)
+
+    def slowed(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        if method == "describe_volumes":  # the first look at the new volume, not attached yet
+            if [v for v in result if v.size == 20 and v.attachment is None] and not held.is_set():
+                held.set()
+                release.wait(30)
+        elif int(kwargs.get("size") or 20) == 20:  # the data volume, not the 64 GB root disk
+            release.wait(30)
+        return result
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(EC2Backend, method, slowed)
+    try:
+        proc = start("up", "b1", *UP_ARGS, "--volume", "data:20")
+        deadline = time.monotonic() + 60
+        reached = {
+            "create_volume": lambda: untagged_volumes_of_size(endpoint, 20),
+            "attach_volume": lambda: [v for v in data_volumes(endpoint) if v["Attachments"]],
+            "describe_volumes": held.is_set,
+        }[method]
+        while proc.poll() is None and not reached():
+            assert time.monotonic() < deadline, "never reached"
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(getattr(signal, signum))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        release.set()
+        mp.undo()
+    print(err)  # what the user saw, with -s
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signum], err
+    assert f"interrupted by {signum}" in err and "Traceback" not in err, err
+    assert "gpubox volume rm data --yes" in printed(err, "undo it:"), err
+    if method != "create_volume":
+        assert "volume vol-" in err and "$1.60/month" in err, err  # 20 GiB gp3
+    else:
+        assert "creating volume 'data'" in err and "may exist (and bill)" in err, err
+    time.sleep(0.5)  # moto tags the held volume once its answer is let go
+    done = run_as_printed(printed(err, then + " it:"))
+    assert done.returncode == 0, done.stderr
+    if then == "undo":
+        assert live(endpoint) == [] and data_volumes(endpoint) == []
+        assert untagged_volumes_of_size(endpoint, 20) == []
+    else:
+        (inst,) = live(endpoint, "b1")
+        (vol,) = data_volumes(endpoint)
+        assert vol["Attachments"][0]["InstanceId"] == inst["InstanceId"]

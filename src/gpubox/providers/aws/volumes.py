@@ -301,8 +301,8 @@ def create_volume(
     vol = Volume(name, made["VolumeId"], region, made.get("AvailabilityZone", zone),
                  int(made.get("Size") or size_gb), made.get("State", "creating"),
                  created=_iso(made.get("CreateTime")))  # fmt: skip
-    inflight.made("volume", vol.id, region, note=f"data volume '{name}', {vol.size_gb} GiB, "
-                  f"{note}: ${vol.per_month:.2f}/month")  # fmt: skip
+    inflight.made("volume", vol.id, region, per_month=vol.per_month,
+                  note=f"data volume '{name}', {vol.size_gb} GiB, {note}")  # fmt: skip
     if vol.state == "creating":
         _wait(settings, region, "volume_available", delay, VolumeIds=[vol.id])
         vol = replace(vol, state="available")
@@ -324,6 +324,7 @@ def keep_oldest(
     """After making a volume, one volume per name: when another of the name is older (a
     racing `up` on another laptop made it), the one made here (new, empty, attached to
     nothing) is deleted at once and the older one is the volume. Both sides agree."""
+    inflight.step(f"checking that volume '{mine.name}' ({mine.id}, made) is the only one")
     found = _live(list_volumes(settings, regions, mine.name))
     if mine.id not in {v.id for v in found}:
         found.append(mine)
@@ -421,10 +422,15 @@ def attach(
     device = _free_device(inst)
     say(f"attaching volume '{vol.name}' ({vol.id}, {vol.size_gb} GiB) as {device}")
     inflight.step(f"attaching volume '{vol.name}' to '{tag_value(inst, BOX_TAG) or instance_id}'")
-    with aws_errors(f"attaching volume {vol.id}"):
-        client(settings, "ec2", vol.region).attach_volume(
-            VolumeId=vol.id, InstanceId=instance_id, Device=device
-        )
+    try:
+        with aws_errors(f"attaching volume {vol.id}"):
+            client(settings, "ec2", vol.region).attach_volume(
+                VolumeId=vol.id, InstanceId=instance_id, Device=device
+            )
+    except GpuboxError as exc:
+        if "VolumeInUse" not in exc.message:
+            raise
+        raise _attached_elsewhere(_refresh(settings, vol)) from exc  # another box took it
     _wait(settings, vol.region, "volume_in_use", delay, VolumeIds=[vol.id])
     done = _refresh(settings, vol)
     if done.instance_id != instance_id:
@@ -524,8 +530,8 @@ def prepare(
     else:
         vol = grow_volume(settings, vol, request.size_gb, say)
     if not created:
-        inflight.made("volume", vol.id, vol.region, note=f"data volume '{vol.name}', "
-                      f"{vol.size_gb} GiB, yours (the undo keeps it): ${vol.per_month:.2f}/month")
+        inflight.made("volume", vol.id, vol.region, per_month=vol.per_month,
+                      note=f"data volume '{vol.name}', {vol.size_gb} GiB, yours: the undo keeps it")
     if vol.zone != zone and vol.instance_id != instance_id:
         vol = move_volume(settings, vol, zone, owner, say, delay)
     try:
