@@ -285,10 +285,13 @@ def guard_time(console: str) -> float | None:
     return None
 
 
-def console_text(settings: Settings, region: str, instance_id: str) -> str:
+def console_text(settings: Settings, region: str, instance_id: str, instance_type: str = "") -> str:
+    # Latest=True: the console as it is now, not as at the last state change; EC2 offers
+    # it on Nitro instances only (t3, t3a), not on Xen ones (t2).
+    latest = {} if instance_type.startswith("t2.") else {"Latest": True}
     with aws_errors(f"reading the console of {instance_id}"):
         found = client(settings, "ec2", region).get_console_output(
-            InstanceId=instance_id, Latest=True)
+            InstanceId=instance_id, **latest)
     output = found.get("Output") or ""
     if output and GUARD_MARKER not in output:  # the raw API form is base64
         try:
@@ -347,7 +350,7 @@ def run(
     while clock() < deadline:
         state = instances.describe(settings, region, iid)
         if out.guard_seen is None:
-            installed = guard_time(console_text(settings, region, iid))
+            installed = guard_time(console_text(settings, region, iid, test.instance_type))
             if installed is not None:
                 out.guard_seen = clock()
                 out.guard_installed = installed or out.guard_seen
@@ -362,7 +365,7 @@ def run(
             out.stop_reason = reason.get("Message") or reason.get("Code") or name
             out.stopped_by_itself = name == "stopped" and reason.get("Code") == SELF_STOP
             if out.guard_seen is None:  # a console is refreshed at a stop: one last look
-                installed = guard_time(console_text(settings, region, iid))
+                installed = guard_time(console_text(settings, region, iid, test.instance_type))
                 if installed is not None:
                     out.guard_seen, out.guard_installed = clock(), installed or clock()
             say(f"{iid} is {name}: {out.stop_reason}")
