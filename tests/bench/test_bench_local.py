@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import site
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.venvs import venv_seeing_this_python
 
 pytest.importorskip("torch")
 
@@ -26,28 +27,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def host(tmp_path, monkeypatch):
     """This machine as a gpubox local box called 'here', with a framework environment."""
     home = tmp_path / "host-home"
-    framework_env_like_this_python(home / ".gpubox" / "venv")
+    venv_seeing_this_python(home / ".gpubox" / "venv")
     monkeypatch.setenv("HOME", str(home))
     assert gpubox("up", "here", "--provider", "local", "--no-setup").returncode == 0
     return home
-
-
-def framework_env_like_this_python(venv: Path) -> None:
-    """A real venv that sees this Python's packages (torch among them), made the way the
-    bootstrap reuses a host's framework: --system-site-packages plus a .pth naming this
-    interpreter's site-packages. The .pth is what makes it work when this Python is itself
-    a venv (`pip install -e '.[test]'` in one): a venv made from a venv is based on the
-    base interpreter, whose site-packages lack what the outer venv installed. (A symlink
-    to a venv's python from outside it loses its pyvenv.cfg and starts the base Python.)
-    """
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
-                    str(venv)], check=True)
-    purelib = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True).stdout.strip()
-    ours = [*site.getsitepackages(), site.getusersitepackages()]
-    Path(purelib, "gpubox-host-python.pth").write_text("\n".join(ours) + "\n")
 
 
 def gpubox(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

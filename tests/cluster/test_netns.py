@@ -19,6 +19,7 @@ import pytest
 
 from tests.netns import NODE_IFACE, netns_pair  # noqa: F401 - the fixture
 from tests.test_bootstrap import TORCH_WHEEL
+from tests.venvs import venv_seeing_this_python
 
 torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
 
@@ -58,11 +59,11 @@ def make_box_env(folder):
     """The box's framework environment as the bootstrap leaves it: a venv with torch
     installed into it by pip (so its bin/ has the real `torchrun` console script). pip
     installs the local torch CPU wheel --no-deps; torch's small dependencies come from
-    this python's site-packages (--system-site-packages), like the bootstrap's venv on a
-    host whose python has them. The hosts' PATH python (a bare venv) sees none of it."""
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(folder)],
-                   check=True)
-    subprocess.run([str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+    this python's site-packages (tests/venvs.py: also when the suite runs in a venv), like
+    the bootstrap's venv on a host whose python has them. The hosts' PATH python (a bare
+    venv) sees none of it."""
+    python = venv_seeing_this_python(folder, pip=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
                     "--no-index", "--force-reinstall", str(TORCH_WHEEL)], check=True)
 
 
