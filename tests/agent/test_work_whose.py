@@ -59,7 +59,8 @@ def container():
         deadline = time.monotonic() + 10
         while not _children(holder.pid):
             if holder.poll() is not None:
-                pytest.skip(f"cannot make a PID namespace here: {holder.stderr.read().decode()[-300:]}")
+                why = holder.stderr.read().decode()[-300:]
+                pytest.skip(f"cannot make a PID namespace here: {why}")
             assert time.monotonic() < deadline, "unshare made no namespace"
             time.sleep(0.05)
         init = _children(holder.pid)[0]

@@ -12,12 +12,12 @@ the poll window; a process over the bar is work when someone using the box runs 
   so on a host without systemd (a container, many rented GPU hosts) root's processes
   count when root is the login user.
 
-Never work: the agent (itself, what started it, its other runs),
-pid 1, kernel threads, well-known daemons by name, the Jupyter server itself and its
-kernels (idle_decision.py judges a kernel by its state and CPU). The setting
-process_uids (a list of uids) replaces the rule: exactly those uids' processes.
-GPUBOX_IDLE_LOGIN_UID (environment) overrides the login user, as a test does to watch
-a uid nothing else on its machine uses.
+Never work: the agent (itself, what started it, its other runs), pid 1, kernel
+threads, well-known daemons by name, the Jupyter server itself and its kernels
+(idle_decision.py judges a kernel by its state and CPU). The setting process_uids (a
+list of uids) replaces the rule: exactly those uids' processes count.
+GPUBOX_IDLE_LOGIN_UID (environment) overrides the login user, as the test suite does
+to watch a uid that nothing else on its shared machine uses.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ def read_processes(proc_dir="/proc"):
         try:
             with open(os.path.join(proc_dir, str(pid), "stat")) as handle:
                 text = handle.read()
-            name, fields = text[text.find("(") + 1:text.rfind(")")], text.rsplit(")", 1)[1].split()
+            name = text[text.find("(") + 1 : text.rfind(")")]
+            fields = text.rsplit(")", 1)[1].split()
             uid = os.stat(os.path.join(proc_dir, str(pid))).st_uid
             with open(os.path.join(proc_dir, str(pid), "cmdline"), "rb") as handle:
                 command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
