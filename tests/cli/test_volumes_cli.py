@@ -278,3 +278,37 @@ def test_a_signal_during_up_volume_names_the_volume_and_the_printed_commands_wor
         (inst,) = live(endpoint, "b1")
         (vol,) = data_volumes(endpoint)
         assert vol["Attachments"][0]["InstanceId"] == inst["InstanceId"]
+
+
+@pytest.mark.slow  # four `gpubox` runs, one of them in us-west-2
+def test_a_new_home_lists_costs_and_removes_a_volume_made_elsewhere_in_another_region(
+    endpoint, tmp_path
+):
+    """The volume is made by `up --region us-west-2` from one HOME and kept by `down`; a
+    new HOME, with no `aws_regions` setting (every region moto's DescribeRegions gives is
+    asked), lists it, counts it in `cost` and removes it with `volume rm`."""
+    import boto3
+
+    from tests.providers.aws.moto_seed import seed_images
+
+    seed_images("us-west-2")
+    first = home_env(tmp_path, "first")
+    made = gpubox("up", "w1", *UP_ARGS, "--region", "us-west-2", "--volume", "data:10", env=first)
+    assert made.returncode == 0, made.stderr
+    assert gpubox("down", "w1", "--yes", env=first).returncode == 0
+    west = boto3.client("ec2", region_name="us-west-2", endpoint_url=endpoint)
+    (vol,) = west.describe_volumes(Filters=[{"Name": "tag:gpubox:volume", "Values": ["data"]}])[
+        "Volumes"]  # fmt: skip
+
+    other = home_env(tmp_path, "new-laptop")
+    other.pop("GPUBOX_AWS_REGIONS", None)
+    listed = gpubox("volumes", "--json", env=other)
+    assert listed.returncode == 0, listed.stderr
+    assert [(v["name"], v["id"], v["region"]) for v in json.loads(listed.stdout)] == [
+        ("data", vol["VolumeId"], "us-west-2")]  # fmt: skip
+    cost = gpubox("cost", "--json", "--refresh", env=other)
+    assert cost.returncode == 0, cost.stderr
+    assert json.loads(cost.stdout)["volumes_per_month"] == pytest.approx(10 * 0.08)
+    removed = gpubox("volume", "rm", "data", "--yes", env=other)
+    assert removed.returncode == 0, removed.stderr
+    assert [v for v in west.describe_volumes()["Volumes"] if v["VolumeId"] == vol["VolumeId"]] == []
