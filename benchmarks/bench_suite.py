@@ -1,10 +1,12 @@
 """Run `gpubox bench`, `gpubox scale` and `gpubox bench compare --plot` on this machine.
 
 The real command on the local provider, in a temporary GPUBOX_HOME and HOME whose
-framework environment (~/.gpubox/venv/bin/python) is this Python (it needs torch).
-Prints Markdown tables for docs/benchmarks.md and writes the plot.
+framework environment (~/.gpubox/venv) is a venv that sees this Python's packages (it
+needs torch), as the bootstrap makes one that reuses a host's framework. Prints Markdown
+tables for docs/benchmarks.md and writes the plot.
 
-    PYTHONPATH=src python benchmarks/bench_suite.py [--quick] [--runs 3] [--plot docs/x.png]
+    PYTHONPATH=src python benchmarks/bench_suite.py [--quick] [--runs 3] [--price 0.03]
+        [--quick-too] [--plot docs/x.png]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import site
 import statistics
 import subprocess
 import sys
@@ -27,24 +30,42 @@ def gpubox(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def framework_env(venv: Path) -> None:
+    """A venv that sees this Python's site-packages, even when this Python is itself a
+    venv (a symlink to its python would start the base interpreter instead)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(venv)], check=True)
+    purelib = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    paths = [*site.getsitepackages(), site.getusersitepackages()]
+    Path(purelib, "gpubox-host-python.pth").write_text("\n".join(paths) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the suite's --quick sizes")
     parser.add_argument("--runs", type=int, default=3, help="suite runs (medians are shown)")
     parser.add_argument("--plot", type=Path, help="write compare's PNG here")
+    parser.add_argument("--price", help="this machine's $/h for compare (`up --price`)")
+    parser.add_argument("--quick-too", action="store_true",
+                        help="also one --quick run, so compare shows both modes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        venv = home / ".gpubox" / "venv" / "bin"
-        venv.mkdir(parents=True)
-        (venv / "python").symlink_to(sys.executable)
+        framework_env(home / ".gpubox" / "venv")
         env = {**os.environ, "HOME": str(home), "GPUBOX_HOME": str(Path(tmp) / "gpubox")}
-        gpubox(env, "up", "here", "--provider", "local", "--no-setup")
+        price = ["--price", args.price] if args.price is not None else []
+        gpubox(env, "up", "here", "--provider", "local", "--no-setup", *price)
         flag = ["--quick"] if args.quick else []
         recs = [json.loads(gpubox(env, "bench", "here", "--json", *flag)) for _ in range(args.runs)]
+        if args.quick_too and not args.quick:
+            gpubox(env, "bench", "here", "--json", "--quick")
         scale = json.loads(gpubox(env, "scale", "here", "--json", *flag))
         if args.plot:
             gpubox(env, "bench", "compare", "--plot", str(args.plot.resolve()))
+            print(gpubox(env, "bench", "compare"))
 
     def med(get) -> str:
         values = [get(r["suite"]) for r in recs]

@@ -158,6 +158,15 @@ def check_writable(path: Path) -> None:
                           hint="give a path you can write, e.g. --plot ./bench.png") from None
 
 
+def _price_label(row: Row) -> str:
+    if row.price_per_hour is None:
+        return ""
+    if row.free:
+        return "free · "
+    mine = " (your price)" if row.price_source == "you" else ""
+    return f"${row.price_per_hour:,.2f}/h{mine} · "
+
+
 def plot(table: list[Row], path: Path) -> Path:
     """Two bar charts (training throughput; $ per million images) as a PNG at `path`."""
     check_writable(path)
@@ -171,7 +180,7 @@ def plot(table: list[Row], path: Path) -> Path:
 
     # Positions, not the labels themselves: two runs on one box must be two bars.
     where = list(range(len(table)))
-    labels = [f"{r.box} ({r.type or '?'}), {r.mode}\n"
+    labels = [f"{r.box} ({r.type or '?'}), {r.mode}\n{_price_label(r)}"
               f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(r.at))}" for r in table]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.6 * len(table) + 2.2), dpi=80)
     left.barh(where, [r.images_per_s or 0 for r in table], color="#4c72b0")
