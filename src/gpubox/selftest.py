@@ -345,8 +345,11 @@ def run(
     inst = _launch(settings, test, say, poll_seconds)
     out.instance_id = iid = inst["InstanceId"]
     out.running = clock()
-    say(f"{iid} is running; waiting for its guard's line on the console")
+    inflight.made("instance", iid, region, test.per_hour,
+                  f"box '{SELFTEST_BOX}', {test.instance_type}, running; its guard stops it "
+                  f"within {MAX_HOURS * 60:.0f} minutes")  # fmt: skip
     inflight.step(f"watching {iid} (the guard stops it; the undo below removes it now)")
+    say(f"{iid} is running; waiting for its guard's line on the console")
     while clock() < deadline:
         state = instances.describe(settings, region, iid)
         if out.guard_seen is None:

@@ -229,7 +229,8 @@ CASES = [
                  ["while launching t3a.micro in us-east-1", "key pair gpubox-gpubox-selftest",
                   "security group sg-", "may exist (and bill)"], id="launch-SIGTERM"),
     pytest.param(None, lambda c, url: c.said("waiting for its guard's line"), signal.SIGINT,
-                 ["while watching i-", "instance i-", "$0.0"], id="watching-SIGINT"),
+                 ["while watching i-", "instance i-", "$0.009/h", "its guard stops it within 15 "
+                  "minutes"], id="watching-SIGINT"),
     pytest.param("delete_security_group", lambda c, url: not backend().key_pairs or c.said(
         "removing the instance"), signal.SIGTERM,
                  ["removing the security group and key pair"], id="cleanup-SIGTERM"),
