@@ -133,7 +133,10 @@ def test_autostop_makes_the_nodes_one_box_that_is_idle_only_when_every_node_is(
     shown = gpubox("autostop", "duo")
     assert shown.returncode == 0, shown.stderr
     assert "in use: node 1: gpubox-keep until" in " ".join(shown.stdout.split()), shown.stdout
-    assert "node 1: idle 0s" in shown.stdout
+    # Node 1 was in use when it reported; the seconds since then (under load, one or
+    # two) are all the idle time node 0 can show for it.
+    idle = re.search(r"node 1: idle (\d+)s", shown.stdout)
+    assert idle and int(idle.group(1)) < 30, shown.stdout
 
     done = gpubox("ssh", "duo-1", "--", f"python3 ~/.gpubox/agent/keep.py off && {agent} check")
     assert done.returncode == 0, done.stdout + done.stderr
