@@ -156,6 +156,8 @@ def lines(record: Record | None = None, found: list[str] | None = None) -> list[
     saw of it; its own local files are still told)."""
     rec = record or _record
     out: list[str] = []
+    if not rec.action and not rec.things:  # cut before the command began anything
+        return ["nothing was made yet"] + ([f"finish it:  {_command}"] if _command else [])
     if found is not None:
         out += found
         # A data volume (or a move's snapshot) made but not attached yet is no part of the

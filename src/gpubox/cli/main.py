@@ -108,8 +108,7 @@ def _found_in_aws(box: str | None) -> list[str] | None:
 def run(argv: list[str] | None = None) -> None:
     from gpubox import inflight
 
-    _register()
-    handlers = inflight.install_handlers()
+    handlers = inflight.install_handlers()  # first: a signal while commands load is told too
     try:
         _run(argv)
     finally:
@@ -123,6 +122,7 @@ def _run(argv: list[str] | None) -> None:
     args = sys.argv[1:] if argv is None else argv
     inflight.command("gpubox " + shlex.join(args))
     try:
+        _register()
         app(args=argv, standalone_mode=True)
     except GpuboxError as exc:
         from gpubox.cli import render
