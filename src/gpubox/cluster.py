@@ -378,14 +378,44 @@ def refuse_node(name: str, box: str, rank: int, nodes: int, command: str) -> Inv
 def whole_nodes(
     settings: Settings, state: State, name: str, command: str, on_progress: Progress | None = None
 ) -> list[Node]:
-    """nodes_of(name), refused with a hint when `name` is a node 1.. of another box."""
-    nodes = nodes_of(settings, state, name, on_progress)
+    """nodes_of(name), refused with a hint when `name` is a node 1.. of another box.
+    On AWS, a box whose node 0 is gone (terminated in the console, a spot interruption)
+    is still its other nodes: `stop` stops them; anything else says what is left."""
+    try:
+        nodes = nodes_of(settings, state, name, on_progress)
+    except NotFound:
+        nodes = _headless(settings, state, name, command, on_progress)
+        if not nodes:
+            raise
     head = nodes[0].box if nodes else None
     cluster = head.get("cluster") if head is not None else None
     if head is not None and cluster and cluster != name:
         count = len(nodes_of(settings, state, cluster)) if command != "resize" else 0
         raise refuse_node(name, cluster, rank_of(head), count, command)
     return nodes
+
+
+def _headless(
+    settings: Settings, state: State, name: str, command: str, on_progress: Progress | None
+) -> list[Node]:
+    """The live nodes of an AWS box whose node 0 is gone (none when it has none)."""
+    if not lives_on_aws(settings, state, name):
+        return []
+    from gpubox.providers.aws import resources
+
+    res = resources.scan(settings, state, name)
+    if not res.live:
+        return []
+    left = ", ".join(f"'{p.name}' ({p.state})" for p in res.instances)
+    if command != "stop":
+        raise GpuboxError(
+            f"node 0 of '{name}' is gone (terminated outside gpubox); still there: {left}",
+            hint=f"`gpubox down {name} --yes` removes them; `gpubox stop {name}` stops them",
+        )
+    prov = lifecycle.provider(settings, "aws", on_progress)
+    names = {p.name for p in res.instances}
+    boxes = [b for b in prov.list() if b.name in names and b.state is not BoxState.TERMINATED]
+    return [Node(rank_of(b), b, prov) for b in sorted(boxes, key=rank_of)]
 
 
 def lives_on_aws(settings: Settings, state: State, name: str) -> bool:

@@ -63,6 +63,13 @@ def test_node0_terminated_elsewhere_down_takes_every_node_and_keeps_the_key_unti
 
     # gc: the group, key pair and placement group are still used by nodes 1 and 2.
     assert gc_kinds("t") == []
+    stop = gpubox("stop", "t")  # what is left of the box stops (money first)
+    assert stop.returncode == 0, stop.stderr
+    assert {i["State"]["Name"] for i in live(endpoint)} == {"stopped"}
+    started = gpubox("start", "t")
+    assert started.returncode != 0
+    assert "node 0 of 't' is gone (terminated outside gpubox)" in started.stderr
+    assert "`gpubox down t --yes` removes them" in started.stderr
     down = gpubox("down", "t", "--yes")
     assert down.returncode == 0, down.stderr
     assert "removed what was left" not in down.stderr
