@@ -60,6 +60,12 @@ def parse_price(text: str | float, flag: str = "--price") -> float:
     return value
 
 
+# An EC2 type's name: family (g4dn, g6e, p4de, p6-b200, m5), a dot, a size AWS uses.
+TYPE_SHAPE = re.compile(
+    r"^[a-z][a-z0-9-]*\.(nano|micro|small|medium|large|xlarge|\d+xlarge|metal(-\d+xl)?)$"
+)
+
+
 def check_gpu_types(types: tuple[str, ...]) -> tuple[str, ...]:
     """Every name in a --type list is a GPU type (g*, vt*, p*); names them all if not."""
     from gpubox.providers.aws.quotas import family_of
@@ -72,7 +78,30 @@ def check_gpu_types(types: tuple[str, ...]) -> tuple[str, ...]:
             hint="GPU types start with g, vt or p (g4dn.xlarge, g6.xlarge, p4d.24xlarge); "
             "see `gpubox types`",
         )
+    for name in types:
+        check_type_name(name)
     return types
+
+
+def check_type_name(name: str) -> str:
+    """A name no EC2 type can have (`g4dn.xlarg`) is named, with the closest GPU type of
+    the offline price list, before any AWS call (and so before credentials are looked at)."""
+    if not TYPE_SHAPE.match(name):
+        raise NotFound(  # as when AWS itself says so (catalog.describe_type)
+            f"'{name}' is not an EC2 instance type",
+            hint=did_you_mean(name, known_gpu_types()) or "`gpubox types` lists the GPU types",
+        )
+    return name
+
+
+@lru_cache(maxsize=1)
+def known_gpu_types() -> frozenset[str]:
+    """The GPU types the shipped price list names (offline; AWS may offer more)."""
+    import json
+    from importlib import resources
+
+    data = json.loads(resources.files("gpubox").joinpath("data/prices.json").read_text())
+    return frozenset(t for region in data.get("on_demand", {}).values() for t in region)
 
 
 def check_spec(spec: BoxSpec) -> BoxSpec:

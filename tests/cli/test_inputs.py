@@ -109,6 +109,27 @@ def test_a_region_typo_is_one_line_with_the_closest_region_before_any_call(args,
     assert len(lines) == 2 and lines[1].startswith("hint:"), done.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("up", "x", "--type", "g4dn.xlarg"), ("up", "x", "--type", "g5.2xlarge,g4dn.xlarg"),
+     ("start", "x", "--type", "g4dn.xlarg"), ("resize", "x", "--type", "g4dn.xlarg"),
+     ("regions", "--type", "g4dn.xlarg"), ("quota", "request", "--type", "g4dn.xlarg")],
+    ids=["up", "up-list", "start", "resize", "regions", "quota-request"],
+)  # fmt: skip
+@pytest.mark.parametrize("credentials", ["none", "dead-endpoint"])
+def test_a_misspelt_type_is_named_before_any_credentials_check(args, credentials):
+    """No credentials at all (a new laptop), or credentials and an AWS where nothing
+    listens: either way the answer is the typo and the type of the offline price list."""
+    env = {"AWS_ENDPOINT_URL": DEAD_ENDPOINT}
+    if credentials == "none":
+        env.update(AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="", AWS_SESSION_TOKEN="",
+                   AWS_SECURITY_TOKEN="")  # fmt: skip
+    done = gpubox(*args, **env)
+    refused(done, "'g4dn.xlarg' is not an EC2 instance type", "did you mean 'g4dn.xlarge'?")
+    assert "credentials" not in done.stderr and "cannot reach AWS" not in done.stderr
+    assert "no box called" not in done.stderr  # named before the box is looked for
+
+
 def test_up_with_no_region_and_no_latency_goes_to_us_east_1_and_says_why(endpoint):
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
     done = subprocess.run(

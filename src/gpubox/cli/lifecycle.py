@@ -639,6 +639,10 @@ def start(
     from gpubox.capacity import Waiting, parse_max_wait
 
     waiting = Waiting(parse_max_wait(max_wait)) if wait else None
+    if type:
+        from gpubox.validate import check_type_name
+
+        check_type_name(type)  # a typo is named before the box is looked for in AWS
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"starting '{name}'") as progress:
         box = cluster.start(

@@ -75,6 +75,10 @@ def regions(
     Example: gpubox regions --type g5.xlarge
     """
     from gpubox.providers.aws import regions as regions_mod
+    from gpubox.validate import check_type_name
+
+    if type_:
+        check_type_name(type_)  # a typo is named before credentials are looked at
 
     settings = load_settings()
     with _aws(settings) as (state, ec2_for, _):
@@ -207,6 +211,9 @@ def quota_request(
     """
     from gpubox.providers.aws import quotas, session
     from gpubox.providers.aws import regions as regions_mod
+    from gpubox.validate import check_type_name
+
+    check_type_name(type_)  # a typo is named before credentials are looked at
 
     settings = load_settings().with_overrides(region=region)
     with _aws(settings) as (_state, ec2_for, sq_for):

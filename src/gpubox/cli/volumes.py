@@ -127,7 +127,10 @@ def resize(
     from gpubox import box as lifecycle
     from gpubox.cli.app import open_state as _open_state
     from gpubox.cli.lifecycle import _progress
+    from gpubox.validate import check_type_name
 
+    if type:
+        check_type_name(type)  # a typo is named before the box is looked for in AWS
     settings = load_settings()
     with _open_state(settings) as state, _progress(f"resizing '{name}'") as progress:
         box, plan = lifecycle.resize(
