@@ -115,8 +115,16 @@ def status(
     refresh: bool | None = None,
     warnings: list[str] | None = None,
 ) -> list[Box]:
-    """lifecycle.status in status order; a box asked for by name comes with its nodes."""
-    boxes = lifecycle.status(settings, state, name, refresh=refresh, warnings=warnings)
+    """lifecycle.status in status order; a box asked for by name comes with its nodes
+    (those left, when node 0 is gone)."""
+    try:
+        boxes = lifecycle.status(settings, state, name, refresh=refresh, warnings=warnings)
+    except NotFound:
+        left = _headless(settings, state, name, "status", None) if name and refresh is not False \
+            else []
+        if not left:
+            raise
+        return in_status_order([n.box for n in left])
     if name is not None and boxes and boxes[0].get("cluster"):
         if refresh is False:
             boxes = [b for b in state.boxes() if b.get("cluster") == boxes[0].get("cluster")]
@@ -407,7 +415,7 @@ def _headless(
     if not res.live:
         return []
     left = ", ".join(f"'{p.name}' ({p.state})" for p in res.instances)
-    if command != "stop":
+    if command not in ("stop", "status"):
         raise GpuboxError(
             f"node 0 of '{name}' is gone (terminated outside gpubox); still there: {left}",
             hint=f"`gpubox down {name} --yes` removes them; `gpubox stop {name}` stops them",

@@ -17,22 +17,34 @@ import signal
 import pytest
 
 from tests.cli.test_interrupts import slow, start, wait_until  # noqa: F401 - slow: a fixture
-from tests.cluster.test_nodes_aws import SSH_FROM, ec2, endpoint, gpubox, live, tags  # noqa: F401
+from tests.cluster.test_nodes_aws import SSH_FROM, ec2, gpubox, live, tags
+from tests.providers.aws.moto_seed import seed_images
 
 UP3 = ("up", "t", "--nodes", "3", "--type", "g4dn.xlarge", "--no-setup", "--ssh-from",
        SSH_FROM, "--region", "us-east-1")
 
 
-def by_rank(endpoint: str) -> list[dict]:
-    return sorted(live(endpoint), key=lambda i: (tags(i).get("gpubox:cluster", ""),
+@pytest.fixture
+def endpoint(moto_server, placement_groups, isolation, monkeypatch):
+    """A wiped moto world (placement groups from moto_placement.py), images seeded."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
+    seed_images("us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return moto_server
+
+
+def by_rank(url: str) -> list[dict]:
+    return sorted(live(url), key=lambda i: (tags(i).get("gpubox:cluster", ""),
                                                  int(tags(i).get("gpubox:node", "0"))))
 
 
-def tagged(endpoint: str) -> list[str]:
+def tagged(url: str) -> list[str]:
     """Everything tagged by gpubox that still exists (terminated instances aside)."""
-    client = ec2(endpoint)
+    client = ec2(url)
     mine = [{"Name": "tag-key", "Values": ["gpubox:box"]}]
-    found = [i["InstanceId"] for i in live(endpoint)]
+    found = [i["InstanceId"] for i in live(url)]
     found += [g["GroupId"] for g in client.describe_security_groups(Filters=mine)["SecurityGroups"]]
     found += [k["KeyName"] for k in client.describe_key_pairs(Filters=mine)["KeyPairs"]]
     found += [g["GroupName"] for g in client.describe_placement_groups()["PlacementGroups"]]
@@ -63,6 +75,9 @@ def test_node0_terminated_elsewhere_down_takes_every_node_and_keeps_the_key_unti
 
     # gc: the group, key pair and placement group are still used by nodes 1 and 2.
     assert gc_kinds("t") == []
+    status = gpubox("status", "t", "--json")
+    assert status.returncode == 0, status.stderr
+    assert [b["name"] for b in json.loads(status.stdout)] == ["t-1", "t-2"]
     stop = gpubox("stop", "t")  # what is left of the box stops (money first)
     assert stop.returncode == 0, stop.stderr
     assert {i["State"]["Name"] for i in live(endpoint)} == {"stopped"}
