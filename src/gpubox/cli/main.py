@@ -112,7 +112,10 @@ def run(argv: list[str] | None = None) -> None:
     try:
         _run(argv)
     finally:
-        inflight.restore_handlers(handlers)
+        if argv is None:  # the `gpubox` process: its command is over; a signal now (while
+            inflight.ignore_signals()  # it exits) must not kill it with -15 after success
+        else:  # called in-process (tests): the caller's handlers come back
+            inflight.restore_handlers(handlers)
 
 
 def _run(argv: list[str] | None) -> None:
