@@ -180,3 +180,13 @@ def test_policy_per_feature_and_an_unknown_feature():
     bad = gpubox("doctor", "--policy", "--feature", "gpus")
     assert bad.returncode != 0 and "unknown feature: gpus" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_without_credentials_it_is_one_line_saying_so():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ACCESS_KEY")
+           and k not in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")}
+    done = gpubox("doctor", "--live", "--json", "--region", "us-east-1", env=env)
+    assert done.returncode != 0 and "no usable AWS credentials" in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""

@@ -17,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gpubox.errors import GpuboxError
 from gpubox.providers.aws import permissions
 from gpubox.providers.aws.permissions import DRY_RUN, NONE, READ, Permission
-from gpubox.providers.aws.session import client, error_code
+from gpubox.providers.aws.session import CREDENTIAL_CODES, client, error_code, map_error
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -113,14 +114,21 @@ def check_one(probe: Probe, perm: Permission) -> tuple[Result, Any]:
         params["DryRun"] = True
     try:
         answer = getattr(_client(probe, perm), _method(perm))(**params)
+    except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
+            botocore.exceptions.ProfileNotFound) as exc:
+        raise map_error(exc, "asking AWS") or exc from exc  # nothing can be checked
     except botocore.exceptions.ClientError as exc:
         code = error_code(exc)
+        if code in CREDENTIAL_CODES:
+            raise map_error(exc, "asking AWS") or exc from exc
         if code == "DryRunOperation":
             return result(ALLOWED), None
         if code in DENIED_CODES:
             return result(DENIED, code), None
         message = exc.response.get("Error", {}).get("Message", "")
         return result(UNCHECKED, f"AWS answered {code or 'an error'}: {message}"), None
+    except GpuboxError:  # a bad region, a missing profile: nothing can be checked
+        raise
     except Exception as exc:  # noqa: BLE001 - no answer (network, endpoint): said, not raised
         return result(UNCHECKED, f"no answer: {exc}"), None
     if perm.check == DRY_RUN:  # an answer with DryRun=True: AWS did not dry-run it
@@ -194,7 +202,6 @@ def _learn(probe: Probe, results: dict[str, tuple[Result, Any]]) -> None:
 def _launch_params(probe: Probe) -> None:
     """RunInstances' parameters as `up` builds them (guard user data included), without
     the ClientToken, and without key or group when the region has none of gpubox's."""
-    from gpubox.errors import GpuboxError
     from gpubox.providers.aws import instances
     from gpubox.providers.aws.images import resolve_image
     from gpubox.providers.base import BoxSpec
