@@ -218,6 +218,7 @@ class Outcome:
     instance_id: str = ""
     started: float = 0.0  # epoch seconds, on this machine's clock
     running: float | None = None
+    launch_time: float | None = None  # EC2's LaunchTime: the boot, on AWS's clock
     guard_seen: float | None = None  # when this command saw the guard's line
     guard_installed: float | None = None  # what the line says (the box's clock)
     stopped_seen: float | None = None
@@ -237,9 +238,12 @@ class Outcome:
 
     @property
     def boot_to_guard(self) -> float | None:
-        if self.running is None or self.guard_installed is None:
+        """From EC2's launch time to the guard's own clock at its install (both synced to
+        real time, unlike this laptop's; the laptop's look is the fallback)."""
+        boot = self.launch_time or self.running
+        if boot is None or self.guard_installed is None:
             return None
-        return max(0.0, self.guard_installed - self.running)
+        return max(0.0, self.guard_installed - boot)
 
     @property
     def idle_to_stop(self) -> float | None:
@@ -345,6 +349,8 @@ def run(
     inst = _launch(settings, test, say, poll_seconds)
     out.instance_id = iid = inst["InstanceId"]
     out.running = clock()
+    launched = inst.get("LaunchTime")
+    out.launch_time = launched.timestamp() if hasattr(launched, "timestamp") else None
     inflight.made("instance", iid, region, test.per_hour,
                   f"box '{SELFTEST_BOX}', {test.instance_type}, running; its guard stops it "
                   f"within {MAX_HOURS * 60:.0f} minutes")  # fmt: skip
