@@ -142,3 +142,19 @@ def test_the_administrators_page_names_every_action_and_feature():
     page = (SOURCE.parents[1] / "docs" / "administrators.md").read_text()
     assert [p.iam_action for p in PERMISSIONS if f"`{p.iam_action}`" not in page] == []
     assert [f for f in FEATURES if f"| `{f}` |" not in page] == []
+
+
+def test_the_policy_passes_iams_grammar_for_every_feature(aws):
+    """moto's IAM validates a document's grammar as CreatePolicy does (effects, condition
+    operators, ARN forms); it evaluates no condition, so this is the grammar only."""
+    import boto3
+
+    iam = boto3.client("iam", region_name="us-east-1")
+    for feature in [None, *FEATURES]:
+        made = iam.create_policy(PolicyName=f"gpubox-{feature or 'all'}",
+                                 PolicyDocument=permissions.policy_json([feature] if feature else None))
+        assert made["Policy"]["PolicyName"] == f"gpubox-{feature or 'all'}"
+    broken = permissions.policy()
+    broken["Statement"][3]["Condition"] = {"StringLik": {"aws:RequestTag/gpubox:kind": "?*"}}
+    with pytest.raises(Exception, match="MalformedPolicyDocument"):  # the check can fail
+        iam.create_policy(PolicyName="broken", PolicyDocument=json.dumps(broken))
