@@ -346,7 +346,11 @@ def run(
     out = Outcome(region, test.instance_type, started=clock(), per_hour=test.per_hour,
                   disk_per_hour=test.disk_per_hour)
     deadline = out.started + test.deadline_minutes * 60
-    inst = _launch(settings, test, say, poll_seconds)
+    try:
+        inst = _launch(settings, test, say, poll_seconds)
+    except GpuboxError:  # no capacity, a quota, a denial: nothing of it is kept
+        clean(settings, region, say, poll_seconds)
+        raise
     out.instance_id = iid = inst["InstanceId"]
     out.running = clock()
     launched = inst.get("LaunchTime")

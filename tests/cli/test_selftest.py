@@ -152,6 +152,23 @@ def test_a_guard_never_seen_fails_at_the_deadline_and_still_cleans(endpoint, iso
     assert tagged_left(endpoint) == [] and not key_file(isolation)
 
 
+def test_a_refused_launch_is_one_red_line_and_leaves_nothing(endpoint, isolation,  # noqa: F811
+                                                             monkeypatch):
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+
+    def refuse(self):
+        raise EC2ClientError("InsufficientInstanceCapacity",
+                             "We currently do not have sufficient t3a.micro capacity.")
+
+    monkeypatch.setattr(EC2Response, "run_instances", refuse)
+    done = gpubox("selftest", *REGION, "--yes", *FAST)
+    assert done.returncode == 1
+    assert "error: launching t3a.micro in us-east-1: We currently do not have" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert tagged_left(endpoint) == [] and not key_file(isolation)
+
+
 def test_without_yes_and_without_a_terminal_nothing_is_launched(endpoint):  # noqa: F811
     done = gpubox("selftest", *REGION)
     assert done.returncode != 0 and "nothing was launched" in done.stderr
