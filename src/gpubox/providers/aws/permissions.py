@@ -444,20 +444,3 @@ def policy_actions(document: dict[str, Any]) -> set[str]:
         found.update([actions] if isinstance(actions, str) else actions)
     return found
 
-
-def record_calls(boto_session: Any, path: str) -> None:
-    """Append "service:Operation" to `path` for every call this boto3 session's clients
-    make (the suite sets GPUBOX_RECORD_CALLS; session.py calls this)."""
-    import os
-
-    def note(model: Any = None, **_: Any) -> None:
-        if model is None:
-            return
-        line = f"{model.service_model.service_name}:{model.name}\n".encode()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line)  # one short write to an O_APPEND file: lines never mix
-        finally:
-            os.close(fd)
-
-    boto_session.events.register("before-call", note)

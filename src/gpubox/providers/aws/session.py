@@ -109,8 +109,6 @@ class AwsSession:
                 ) from None
             record = os.environ.get(RECORD_CALLS_ENV)  # the suite's record of AWS calls
             if record:
-                from gpubox.providers.aws.permissions import record_calls
-
                 record_calls(self._session, record)
         return self._session
 
@@ -159,6 +157,23 @@ class AwsSession:
                 found = self._boto_locked().client(service, region_name=region, config=config)
                 self._clients[key] = found
             return found
+
+
+def record_calls(boto_session: Any, path: str) -> None:
+    """Append "service:Operation" to `path` for every call this boto3 session's clients
+    make (the suite sets GPUBOX_RECORD_CALLS)."""
+
+    def note(model: Any = None, **_: Any) -> None:
+        if model is None:
+            return
+        line = f"{model.service_model.service_name}:{model.name}\n".encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)  # one short write to an O_APPEND file: lines never mix
+        finally:
+            os.close(fd)
+
+    boto_session.events.register("before-call", note)
 
 
 @lru_cache(maxsize=16)
