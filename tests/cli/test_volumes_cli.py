@@ -134,9 +134,42 @@ def volume_in_use_refused(monkeypatch):
     monkeypatch.setattr(EC2Backend, "attach_volume", attach_volume)
 
 
+@pytest.fixture
+def volume_client_token(monkeypatch):
+    """Real EC2 answers a CreateVolume whose ClientToken it has seen with the same volume
+    (or IdempotentParameterMismatch when the zone, size or tags differ); moto ignores the
+    token. The test gives moto's CreateVolume that rule of AWS."""
+    import threading
+
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    real = ElasticBlockStore.create_volume
+    seen: dict[str, tuple[tuple, str]] = {}
+    lock = threading.Lock()
+
+    def create_volume(self):
+        token = self._get_param("ClientToken")
+        asked = (self._get_param("AvailabilityZone"), self._get_param("Size"),
+                 self._get_param("SnapshotId"))  # fmt: skip
+        with lock:
+            if token in seen:
+                if seen[token][0] != asked:
+                    raise EC2ClientError("IdempotentParameterMismatch",
+                                         "the token was used with other parameters")
+                return ActionResult(self.ec2_backend.get_volume(seen[token][1]))
+            answer = real(self)
+            if token:
+                seen[token] = (asked, answer.result.id)
+            return answer
+
+    monkeypatch.setattr(ElasticBlockStore, "create_volume", create_volume)
+
+
 @pytest.mark.slow  # two `gpubox up` at once, about 15 s
 def test_two_up_asking_for_the_same_new_volume_at_once_end_with_one_volume(
-    endpoint, tmp_path, together, volume_in_use_refused
+    endpoint, tmp_path, together, volume_in_use_refused, volume_client_token
 ):
     """Two laptops (two HOMEs), boxes s1 and s2, both asking for the new volume `data`;
     both are held after RunInstances until both have launched, so both checked first
@@ -148,6 +181,8 @@ def test_two_up_asking_for_the_same_new_volume_at_once_end_with_one_volume(
     runs = [start("up", name, *UP_ARGS, "--volume", "data:20", env=home_env(tmp_path, name))
             for name in ("s1", "s2")]  # fmt: skip
     outcomes = [(run.wait(timeout=240), run.communicate()[1]) for run in runs]
+    for code, err in outcomes:  # what each user saw, with -s
+        print(code, "\n".join(line for line in err.splitlines() if "volume" in line))
     (vol,) = data_volumes(endpoint)
     assert vol["State"] == "in-use", outcomes
     holder = vol["Attachments"][0]["InstanceId"]

@@ -278,7 +278,9 @@ def test_a_malformed_volume_is_a_clear_error_before_anything_is_made(capsys, ec2
     code, _, err = gpubox(capsys, "up", "b1", "--type", "g4dn.xlarge", "--no-setup",
                           "--ssh-from", SSH_FROM, "--volume", text)  # fmt: skip
     assert code == 2, err  # InvalidInput
-    assert "volume" in err and "--volume data:200" in err
+    # An empty value is refused by the CLI's check of every option ("--volume is empty");
+    # the rest by the volume's own parser, which names the form to use.
+    assert "--volume is empty" in err if not text.strip() else "--volume data:200" in err, err
     assert ec2.describe_instances()["Reservations"] == []
     assert ec2.describe_security_groups(
         Filters=[{"Name": "tag-key", "Values": ["gpubox:box"]}])["SecurityGroups"] == []
@@ -445,3 +447,11 @@ def test_a_stopped_box_is_not_started_for_a_volume_it_cannot_have(settings, ec2)
     (b2,) = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:gpubox:box", "Values": ["b2"]}])[
         "Reservations"] for i in r["Instances"]]  # fmt: skip
     assert b2["State"]["Name"] == "stopped"
+
+
+def test_an_empty_volume_through_the_library_is_refused_before_anything_is_made(settings, ec2):
+    """box.up with volume='' (not None): an error naming the form, never a box without it."""
+    with pytest.raises(InvalidInput) as refused:
+        up(settings, "b1", "")
+    assert "names no volume" in refused.value.message and "data:200" in refused.value.hint
+    assert ec2.describe_instances()["Reservations"] == []

@@ -522,11 +522,17 @@ def prepare(
             say(raced.message)
             mine, vol = None, raced.volume
         created = mine is not None and vol.id == mine.id
-        if not created:
-            record.undo = undo  # a racer's volume is not this command's to undo
-        if not created:  # a racer's: it must be one this box can have
+        if not created:  # a racer's: not this command's to undo, and one this box can have
+            record.undo = undo
             vol = check_request(settings, [vol.region], VolumeRequest(vol.name), region,
                                 instance_id) or vol  # fmt: skip
+            if vol.zone != zone:  # never moved under a racer that is about to attach it
+                raise GpuboxError(
+                    f"volume '{vol.name}' was made at the same time by another gpubox, in "
+                    f"{vol.zone}; this box is in {zone}",
+                    hint=f"`gpubox volumes` shows which box has it; run the command again to "
+                    f"launch in {vol.zone} once it is free",
+                )
     else:
         vol = grow_volume(settings, vol, request.size_gb, say)
     if not created:
