@@ -130,6 +130,28 @@ def test_a_misspelt_type_is_named_before_any_credentials_check(args, credentials
     assert "no box called" not in done.stderr  # named before the box is looked for
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(("up", ""), "NAME"), (("up", " ", "--provider", "local"), "NAME"),
+     (("up", "x", "--type", "g4dn.xlarge", "--volume", ""), "--volume"),
+     (("up", "x", "--host", ""), "--host"), (("up", "x", "--provider", "local", "--image", ""),
+                                             "--image"),
+     (("image", "x", "--as", ""), "--as"), (("volume", "rm", ""), "NAME"),
+     (("stop", ""), "NAME"), (("start", ""), "NAME"), (("down", "", "--yes"), "NAME"),
+     (("ssh", ""), "NAME"), (("status", ""), "NAME"), (("run", "", "--", "true"), "NAME"),
+     (("config", "set", "", "1"), "NAME")],
+    ids=["up", "up-spaces", "up-volume", "up-host", "up-image", "image-as", "volume-rm",
+         "stop", "start", "down", "ssh", "status", "run", "config-set"],
+)  # fmt: skip
+def test_an_empty_name_is_refused_before_anything_is_looked_up(isolation, args, named):
+    """An AWS where nothing listens: any call at all would show as 'cannot reach AWS'."""
+    done = gpubox(*args, AWS_ENDPOINT_URL=DEAD_ENDPOINT)
+    refused(done, f"{named} is empty: it must name something", "--help`")
+    assert done.returncode == 2
+    assert "cannot reach AWS" not in done.stderr and "no box called" not in done.stderr
+    assert not (isolation / "data" / "local.json").exists()  # nothing made here either
+
+
 def test_up_with_no_region_and_no_latency_goes_to_us_east_1_and_says_why(endpoint):
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
     done = subprocess.run(

@@ -41,3 +41,45 @@ def open_state(settings):
         yield state
     finally:
         state.close()
+
+
+# Parameters that name something (a box, a volume, an image, a host, a setting): an empty
+# one is refused while the command line is read, before any lookup or credentials check.
+NAME_PARAMS = frozenset({"name", "as_", "volume", "volume_id", "image", "host"})
+
+
+def command():
+    """The click command of `app`, each name parameter refusing '' (and only spaces)."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    stack = [root]
+    while stack:
+        cmd = stack.pop()
+        stack.extend(getattr(cmd, "commands", {}).values())
+        for param in cmd.params:
+            if param.name in NAME_PARAMS:
+                param.callback = _refusing_empty(param.callback)
+    return root
+
+
+def _refusing_empty(inner):
+    def check(ctx, param, value):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            from gpubox.errors import InvalidInput
+
+            shown = (param.opts[0] if param.param_type_name == "option"
+                     else param.human_readable_name.upper())  # fmt: skip
+            words, here = [], ctx
+            while here.parent is not None:  # "config set", without the program's name
+                words.insert(0, here.info_name)
+                here = here.parent
+            raise InvalidInput(
+                f"{shown} is empty: it must name something",
+                hint=f"see `gpubox {' '.join(words)} --help`",
+            )
+        return inner(ctx, param, value) if inner is not None else value
+
+    return check
+

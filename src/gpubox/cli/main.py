@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 
-from gpubox.cli.app import app
+from gpubox.cli.app import command
 
 # Each module adds its commands to `app` when imported. Keep them light.
 COMMAND_MODULES = (
@@ -126,7 +126,7 @@ def _run(argv: list[str] | None) -> None:
     inflight.command("gpubox " + shlex.join(args))
     try:
         _register()
-        app(args=argv, standalone_mode=True)
+        command()(args=argv, standalone_mode=True)
     except GpuboxError as exc:
         from gpubox.cli import render
 
