@@ -90,10 +90,6 @@ class Permission:
         return f"{self.service}:{self.operation}"
 
 
-def _needs(probe: Any, kind: str) -> str:
-    return probe.needs(kind)
-
-
 def _tags(probe: Any, resource_type: str) -> list[dict[str, Any]]:
     return [{"ResourceType": resource_type, "Tags": probe.tags(resource_type)}]
 
