@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gpubox import box as lifecycle
-from gpubox import inflight
+from gpubox import inflight, leftovers
 from gpubox.errors import (
     ConfirmationRequired,
     GpuboxError,
@@ -581,7 +581,7 @@ def _down_aws(
     settings: Settings, state: State, name: str, *, yes: bool,
     confirm: Callable[[str], bool] | None, on_progress: Progress | None, delete_volume: bool,
 ) -> Box:
-    from gpubox import forwards, jupyter, leftovers
+    from gpubox import forwards, jupyter
     from gpubox.providers.aws import keypairs, resources
 
     inflight.begin(f"taking '{name}' down", finish=f"gpubox down {name} --yes", box=name)

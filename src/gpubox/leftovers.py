@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gpubox.errors import GpuboxError
+from gpubox.providers import get_provider
 from gpubox.providers.base import Box, BoxState, Progress, Provider
 
 if TYPE_CHECKING:
@@ -23,17 +24,21 @@ def find_by_key_file(
     settings: Settings, state: State, name: str, on_progress: Progress | None
 ) -> tuple[Provider, Box] | None:
     """A live AWS box the cache forgot (lost or damaged state): its key file says it is one."""
-    from gpubox.box import _aws_in_use, provider
     from gpubox.providers.aws.keypairs import key_path
 
-    if _aws_in_use(state) or not _exists(key_path(settings, name)):
+    if _aws_used(state) or not _exists(key_path(settings, name)):
         return None  # find_box asked AWS already, or nothing says it is an AWS box
-    prov = provider(settings, "aws", on_progress)
+    prov = get_provider("aws", settings, on_progress=on_progress)
     box = prov.find(name)
     if box is None or box.state is BoxState.TERMINATED:
         return None
     state.remember(box)
     return prov, box
+
+
+def _aws_used(state: State) -> bool:
+    """gpubox has used AWS from here (box._aws_in_use without the credentials check)."""
+    return bool(state.get("aws.regions"))
 
 
 def _exists(path: Any) -> bool:
@@ -69,20 +74,18 @@ def remove(
 ) -> list[str]:
     """What is left of a box with no live instance or host: tagged security groups and
     key pairs in AWS that nothing uses, its key file and its local entries. Removed."""
-    from gpubox.box import _aws_in_use, provider
-
     say = on_progress or (lambda _: None)
     removed: list[str] = []
     from gpubox.providers.aws.keypairs import key_path, remove_key_file
 
     key_file = key_path(settings, name)
     gone_in_aws = False  # seen gone: a terminated instance, or a key pair nothing used
-    if _aws_in_use(state) or _exists(key_file):
+    if _aws_used(state) or _exists(key_file):
         try:
             from gpubox.providers.aws.network import ended_instances
             from gpubox.providers.aws.network import remove_leftovers as aws_leftovers
 
-            for region in provider(settings, "aws").regions():  # type: ignore[attr-defined]
+            for region in get_provider("aws", settings).regions():  # type: ignore[attr-defined]
                 removed += aws_leftovers(settings, region, name)
                 gone_in_aws = gone_in_aws or bool(ended_instances(settings, region, name))
             gone_in_aws = gone_in_aws or any(r.startswith("key pair") for r in removed)
