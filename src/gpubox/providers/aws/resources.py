@@ -169,11 +169,11 @@ def rank_of(inst: dict[str, Any]) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def _price(type_name: str, region: str, spot: bool) -> float:
+def _price(type_name: str, region: str) -> float:
+    """On-demand $/h from the price snapshot (a spot instance's: at most that)."""
     from gpubox.inflight import instance_price
 
-    price = instance_price(type_name, region) or 0.0
-    return price * 0.4 if spot and price else price  # a spot guess: about 60 % off
+    return instance_price(type_name, region) or 0.0
 
 
 def _disk_rate(region: str, kind: str = "gp3") -> float:
@@ -189,11 +189,9 @@ def _instance_part(inst: dict[str, Any], region: str, sizes: dict[str, int], nam
     own = tag_value(inst, BOX_TAG) or inst["InstanceId"]
     per_hour = 0.0
     if state in BILLING:
-        per_hour = _price(kind, region, inst.get("InstanceLifecycle") == "spot") + ADDRESS_PER_HOUR
+        per_hour = _price(kind, region) + ADDRESS_PER_HOUR
     per_month = disk * _disk_rate(region) if state in HOLDING and state != "shutting-down" else 0.0
-    note = ""
-    if own != name and not tag_value(inst, CLUSTER_TAG):
-        note = f"named '{own}'"
+    note = "spot: at most the on-demand price" if inst.get("InstanceLifecycle") == "spot" else ""
     image = inst.get("ImageId", "")
     return Part("instance", inst["InstanceId"], region, state, own, rank_of(inst), kind,
                 round(per_hour, 4), round(per_month, 2), disk, note,
