@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gpubox.bench.peaks import peak_for, percent
 from gpubox.errors import GpuboxError
 from gpubox.providers.base import Box, BoxState, Progress
+from gpubox.setup import BOX_ENV
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -27,8 +28,7 @@ BENCH_DIR_ON_HOST = "$HOME/.gpubox/bench"
 PAYLOADS = ("payload.py", "payload_ddp.py")
 # The box's framework environment when gpubox set it up, else the host's python3.
 PYTHON_ON_HOST = (
-    'if [ -x "$HOME/.gpubox/venv/bin/python" ]; then PY="$HOME/.gpubox/venv/bin/python"; '
-    "else PY=python3; fi"
+    f'if [ -x "{BOX_ENV}/bin/python" ]; then PY="{BOX_ENV}/bin/python"; else PY=python3; fi'
 )
 SUITE = "suite"  # the State.bench `payload` column of a suite result
 SCALE = "scale"
