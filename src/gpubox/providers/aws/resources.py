@@ -6,8 +6,9 @@ security group and key pair gpubox-NAME, its placement group gpubox-NAME, the da
 volumes attached to its nodes, and what a move or an image has half-made (an image
 tagged with the box, still pending, or a move's NAME-move-... image). `scan` reads all
 of it with one look at each kind of resource per region, regions in parallel, into a
-`BoxResources`. `down`, `stop`, `start`, `gc`, `cost` and the report printed on Ctrl-C
-take that set; none looks a part up on its own. A node is a part, never a box:
+`BoxResources`. `down`, the checks before `up --nodes`, `status`/`stop` of a box whose
+node 0 is gone and the report printed on Ctrl-C take that set (cluster.py, cli/main.py);
+`gc` counts a box's parts as used the same way (gc.py). A node is a part, never a box:
 `node_of` says which box a node's name belongs to.
 
 Prices come from the price snapshot (no network), so the set can be told while a
@@ -20,7 +21,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gpubox.errors import GpuboxError
 from gpubox.providers.aws.network import (
     BOX_TAG,
     CLUSTER_TAG,
@@ -40,7 +40,6 @@ HOURS_PER_MONTH = 730.0
 # Instance states that still hold a box's key pair, group and placement group.
 HOLDING = ("pending", "running", "shutting-down", "stopping", "stopped")
 BILLING = ("pending", "running")  # compute billed per hour (AWS stops at shutting-down)
-IMAGE_KINDS = ("image",)
 
 
 @dataclass(frozen=True)
@@ -412,41 +411,6 @@ def remove_shared(settings: Settings, res: BoxResources, say: Any) -> list[str]:
     for item in removed:
         say(f"removed {item}")
     return removed
-
-
-def stop_all(settings: Settings, res: BoxResources, say: Any, delay: float = 5.0) -> list[str]:
-    """Stop every running node at once and wait for each. The ids stopped."""
-    from gpubox.providers.aws.instances import wait_for
-
-    stopped: list[str] = []
-    for region in sorted({p.region for p in res.instances}):
-        here = [p for p in res.instances if p.region == region]
-        for part in (p for p in here if p.state == "pending"):
-            wait_for(settings, region, part.id, "running", delay)
-        ids = [p.id for p in here if p.state in ("pending", "running")]
-        if ids:
-            say(f"stopping {', '.join(ids)} ({region})")
-            with aws_errors(f"stopping {', '.join(ids)}"):
-                client(settings, "ec2", region).stop_instances(InstanceIds=ids)
-        for part in here:
-            if part.state in ("pending", "running", "stopping"):
-                say(f"waiting for {part.id} ('{part.name}') to stop")
-                wait_for(settings, region, part.id, "stopped", delay)
-                stopped.append(part.id)
-    return stopped
-
-
-def check_one_instance_per_node(res: BoxResources) -> None:
-    """Two live instances for one node (a move half-done): say which, act on neither."""
-    doubled = {rank: parts for rank, parts in res.nodes.items() if len(parts) > 1}
-    if doubled:
-        rank, parts = min(doubled.items())
-        ids = ", ".join(f"{p.id} ({p.state})" for p in parts)
-        raise GpuboxError(
-            f"node {rank} of '{res.name}' has {len(parts)} instances: {ids}",
-            hint=f"a move was cut short: `gpubox down {res.name} --yes` removes them all, "
-            f"or `gpubox status {res.name}` shows them",
-        )
 
 
 # the report told when a command is interrupted ----------------------------------------
