@@ -108,6 +108,7 @@ def check_seen_from_an_empty_home(url: str, name: str, home: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(60 * RUNS)  # about 10-15 s a run here, several times that under load
 def test_any_signal_at_any_moment_then_the_printed_command_leaves_exactly_what_is_shown(
     endpoint, isolation, tmp_path, capsys
 ):
