@@ -375,3 +375,14 @@ def test_a_signal_during_a_move_tells_both_instances_apart_and_the_finish_conver
     assert again.returncode == 0, again.stderr
     named = sorted((tags(i)["gpubox:box"], i["State"]["Name"]) for i in live(endpoint))
     assert named == [("a", "running"), ("a-old", "stopped")], named
+
+
+def test_stop_counts_the_data_volume_with_the_disks(endpoint, isolation):
+    made = gpubox("up", "v", "--type", "g4dn.xlarge", "--volume", "d:10", "--no-setup",
+                  "--ssh-from", SSH_FROM, "--region", "us-east-1")
+    assert made.returncode == 0, made.stderr
+    stopped = gpubox("stop", "v")
+    assert stopped.returncode == 0, stopped.stderr
+    text = " ".join((stopped.stderr + stopped.stdout).split())
+    # 64 GB + 10 GiB of gp3 at $0.08/GB-month (the price snapshot)
+    assert "its 64 GB disk and data volume 'd' (10 GiB), about $5.92/month" in text, text

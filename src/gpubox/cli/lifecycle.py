@@ -597,11 +597,29 @@ def stop(name: Annotated[str, typer.Argument(help="The box to stop.")]) -> None:
         what = (f"its {box.disk_gb} GB disk" if len(disks) == 1 else
                 f"the disks of its {len(disks)} nodes "
                 f"({' + '.join(str(b.disk_gb) for b in disks)} GB)")
+        for vol in _data_volumes_of(settings, disks):  # they bill while stopped too
+            what += f" and data volume '{vol.name}' ({vol.size_gb} GiB)"
+            per_month += vol.per_month
         render.say(
             f"still billed while stopped: {what}, about "
             f"{render.money(per_month, '/month')} ({rate.label()}); "
             f"`gpubox down {name}` deletes {'it' if len(disks) == 1 else 'them'}"
         )
+
+
+def _data_volumes_of(settings, boxes):
+    """The data volumes attached to these AWS boxes (one look per box; none if unknown)."""
+    from gpubox import box as lifecycle
+    from gpubox.errors import GpuboxError
+
+    prov = lifecycle.provider(settings, "aws")
+    found = []
+    for b in boxes:
+        try:
+            found += prov.data_volumes(b)
+        except GpuboxError:
+            continue
+    return found
 
 
 @app.command()
