@@ -139,7 +139,9 @@ def test_the_interruption_record_says_what_exists_its_cost_and_how_to_finish():
     inflight.begin("bringing up 'box1'", undo="gpubox down box1 --yes")
     inflight.made("key pair", "gpubox-box1", "us-east-1")
     inflight.made("security group", "sg-1", "us-east-1")
-    inflight.made("instance", "i-1", "us-east-1", inflight.instance_price("g4dn.xlarge", "us-east-1"))
+    from gpubox.providers.aws.prices import snapshot_per_hour
+
+    inflight.made("instance", "i-1", "us-east-1", snapshot_per_hour("g4dn.xlarge", "us-east-1"))
     inflight.gone("security group", "sg-1")
     inflight.step("waiting for SSH")
     lines = inflight.lines()

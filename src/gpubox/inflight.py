@@ -120,7 +120,7 @@ def box(found: Any, starting: bool = False) -> None:
     `starting`: it is being started, so it bills from now on whatever its state says."""
     if found.provider == "aws" and found.id:
         bills = starting or found.state.bills_compute
-        per_hour = (found.price_per_hour or instance_price(found.type, found.region)) if bills else None
+        per_hour = found.price_per_hour if bills else None
         state = "starting" if starting else found.state.value
         made("instance", found.id, found.region, per_hour,
              f"box '{found.name}', {found.type}, {state}")  # fmt: skip
@@ -130,19 +130,6 @@ def box(found: Any, starting: bool = False) -> None:
 
 def current() -> Record:
     return _record
-
-
-def instance_price(type_name: str | None, region: str | None) -> float | None:
-    """$/h of an on-demand instance from the price snapshot (no network: said while exiting)."""
-    if not type_name or not region:
-        return None
-    try:
-        from gpubox.providers.aws.prices import snapshot_price
-
-        price = snapshot_price(type_name, region)
-    except Exception:  # noqa: BLE001 - a price is a nicety here, never a reason to fail
-        return None
-    return price.value if price else None
 
 
 # What a box owns in AWS: told from AWS itself when it can be asked (`found`).

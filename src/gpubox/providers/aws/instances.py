@@ -21,6 +21,7 @@ from gpubox.providers.aws.network import (
     tag_value,
     tags_for,
 )
+from gpubox.providers.aws.prices import snapshot_per_hour
 from gpubox.providers.aws.session import (
     CAPACITY_CODES,
     THROTTLE_CODES,
@@ -180,7 +181,7 @@ def launch_attempt(
                 raise
             raise mapped from exc
     inflight.made("instance", instance["InstanceId"], ctx.region,
-                  inflight.instance_price(instance_type, ctx.region), f"box '{spec.name}'")  # fmt: skip
+                  snapshot_per_hour(instance_type, ctx.region), f"box '{spec.name}'")  # fmt: skip
     ctx.say(f"instance {instance['InstanceId']} is {instance['State']['Name']}; waiting for running")
     return wait_for(ctx.settings, ctx.region, instance["InstanceId"], "running", ctx.wait_delay)
 

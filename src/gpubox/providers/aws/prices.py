@@ -48,6 +48,18 @@ def snapshot_price(type_name: str, region: str) -> Price | None:
     return Price(float(value), "snapshot", data["meta"]["date"])
 
 
+def snapshot_per_hour(type_name: str | None, region: str | None) -> float | None:
+    """$/h of an on-demand instance from the price snapshot, or None: no network, so it
+    can be said while a command is being interrupted."""
+    if not type_name or not region:
+        return None
+    try:
+        price = snapshot_price(type_name, region)
+    except Exception:  # noqa: BLE001 - a price is a nicety there, never a reason to fail
+        return None
+    return price.value if price else None
+
+
 _pricing_lock = threading.Lock()
 # Held by the first Price List call of a process, so threads asking at once wait for its
 # answer instead of each asking: a Price List API that fails costs one request a command.

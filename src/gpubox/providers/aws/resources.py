@@ -170,9 +170,9 @@ def rank_of(inst: dict[str, Any]) -> int:
 
 def _price(type_name: str, region: str) -> float:
     """On-demand $/h from the price snapshot (a spot instance's: at most that)."""
-    from gpubox.inflight import instance_price
+    from gpubox.providers.aws.prices import snapshot_per_hour
 
-    return instance_price(type_name, region) or 0.0
+    return snapshot_per_hour(type_name, region) or 0.0
 
 
 def _disk_rate(region: str, kind: str = "gp3") -> float:
