@@ -719,8 +719,8 @@ def _offer_image_first(settings, state, name: str) -> None:
         _, box = lifecycle.find_box(settings, state, name)
     except NotFound:  # maybe a half-deleted box: `down` removes what is left
         return
-    if box.provider != "aws":
-        return
+    if box.provider != "aws" or box.get("cluster") not in (None, "", name):
+        return  # a node's name: `down` refuses it and names the box
     image_name = f"{name}-final"
     if not render.confirm(
         f"Save an image of '{name}' as '{image_name}' first? (billed per GB-month of "
