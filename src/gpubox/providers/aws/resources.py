@@ -416,7 +416,7 @@ def remove_shared(settings: Settings, res: BoxResources, say: Any) -> list[str]:
 # the report told when a command is interrupted ----------------------------------------
 
 
-def report_lines(settings: Settings, name: str, timeout: float = 20.0) -> list[str] | None:
+def report_lines(settings: Settings, name: str, timeout: float = 10.0) -> list[str] | None:
     """What the box `name` owns in AWS right now, one line per part with what it costs,
     for the message of an interrupted command; None when AWS cannot be asked in time."""
     import threading
