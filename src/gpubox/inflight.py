@@ -159,7 +159,7 @@ def lines(record: Record | None = None, found: list[str] | None = None) -> list[
             out.append(f"and ${sum(t.per_month or 0.0 for t in loose):.2f}/month for "
                        f"{'it' if len(loose) == 1 else 'them'} while "
                        f"{'it exists' if len(loose) == 1 else 'they exist'}")  # fmt: skip
-        here = [t for t in rec.things.values() if t.kind not in AWS_KINDS]
+        here = [t for t in rec.things.values() if t.kind not in AWS_KINDS and t not in loose]
         out += [f"  here: {t.kind} {t.id}" + (f" - {t.note}" if t.note else "") for t in here]
         nothing = len(found) <= 1 and not here and not loose
         if "may exist" in rec.step:
