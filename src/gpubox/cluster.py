@@ -27,7 +27,7 @@ from gpubox.errors import (
     NotSupported,
     did_you_mean,
 )
-from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, Provider
+from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, Provider, SshEndpoint
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -91,6 +91,14 @@ class Node:
     rank: int
     box: Box
     provider: Provider
+
+
+def node_address(node: Node, endpoint: SshEndpoint) -> str:
+    """Where the other nodes reach this one: an AWS node's private IP (inside the VPC and
+    its placement group), else the address gpubox itself uses."""
+    if endpoint.local:
+        return "127.0.0.1"
+    return node.box.get("private_ip") or endpoint.host
 
 
 def nodes_of(
@@ -360,8 +368,6 @@ def node0_sshd(settings: Settings, head: Box) -> str:
     follow (`idle.py install --follow`) and report to. A node 1.. counts as in use while
     node 0's sshd answers, so it never stops while node 0 runs; once node 0 has stopped,
     it stops after its own idle limit. Node 0 decides, on its own use and the others'."""
-    from gpubox.noderun import node_address
-
     prov = lifecycle.provider(settings, head.provider)
     endpoint = prov.endpoint(head)
     port = endpoint.port if not head.get("private_ip") else 22

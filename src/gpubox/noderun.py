@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpubox.cluster import Node, nodes_of
+from gpubox.cluster import Node, node_address, nodes_of
 from gpubox.errors import GpuboxError, InvalidInput
 from gpubox.inflight import Interrupted
 from gpubox.localfiles import open_private
-from gpubox.providers.base import BoxState, SshEndpoint
+from gpubox.providers.base import BoxState
 
 if TYPE_CHECKING:
     from gpubox.config import Settings
@@ -43,14 +43,6 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 29500
 PID_DIR = "~/.gpubox/run"
 GPU_COUNT = "nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true"
-
-
-def node_address(node: Node, endpoint: SshEndpoint) -> str:
-    """Where the other nodes reach this one: an AWS node's private IP (inside the VPC and
-    its placement group), else the address gpubox itself uses."""
-    if endpoint.local:
-        return "127.0.0.1"
-    return node.box.get("private_ip") or endpoint.host
 
 
 def command_line(words: Sequence[str]) -> str:
