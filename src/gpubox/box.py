@@ -20,6 +20,7 @@ from gpubox.errors import (
     InvalidInput,
     NotFound,
     did_you_mean,
+    refuse_node,
 )
 from gpubox.providers import PROVIDERS, get_provider
 from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, Provider, SshEndpoint
@@ -250,6 +251,12 @@ def up(
         state.journal(spec.name, "find")
         existing = prov.find(spec.name)
         created = started = False
+        owner = existing.get("cluster") if existing is not None else None
+        if owner and owner != spec.name and spec.cluster is None:  # NAME is a node of it
+            from gpubox.providers.aws import resources
+
+            count = max(len(resources.scan(settings, state, owner).ranks), 1)
+            raise refuse_node(spec.name, owner, int(existing.get("node") or 0), count, "up")
         if existing is not None and existing.state is not BoxState.TERMINATED:
             check_unchanged(existing, spec)
             box = existing

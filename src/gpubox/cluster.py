@@ -26,6 +26,7 @@ from gpubox.errors import (
     NotFound,
     NotSupported,
     did_you_mean,
+    refuse_node,
 )
 from gpubox.providers.base import Box, BoxSpec, BoxState, Progress, Provider, SshEndpoint
 
@@ -177,7 +178,9 @@ def up(
     nodes this call made are removed again (ssh hosts forgotten, new AWS instances
     terminated: they hold nothing yet), so nothing is left half-made or billing.
     """
-    if specs[0].provider == "aws":
+    if specs[0].provider == "aws" and len(specs) > 1:
+        # A one-machine `up` learns whether NAME is another box's node from its own find
+        # (box.up): the same DescribeInstances, asked once.
         check_aws_names(settings, state, specs)
     if len(specs) == 1:
         return lifecycle.up(settings, state, specs[0], setup=setup, framework=framework,
@@ -372,21 +375,6 @@ def node0_sshd(settings: Settings, head: Box) -> str:
     endpoint = prov.endpoint(head)
     port = endpoint.port if not head.get("private_ip") else 22
     return f"{node_address(Node(0, head, prov), endpoint)}:{port}"
-
-
-def refuse_node(name: str, box: str, rank: int, nodes: int, command: str) -> InvalidInput:
-    """The error for a node's name given where a box is meant: a node is a part of its
-    box, never a box, and the message says which box and the command for all of it."""
-    what = {"down": f"removes all {nodes} nodes", "stop": f"stops all {nodes} nodes",
-            "start": f"starts all {nodes} nodes", "up": f"uses all {nodes} nodes",
-            "resize": "is refused too (a box of several nodes is not resized)"}.get(
-        command, "acts on the whole box")  # fmt: skip
-    flags = " --yes" if command == "down" else ""
-    return InvalidInput(
-        f"'{name}' is node {rank} of box '{box}'; `gpubox {command}` acts on whole boxes, "
-        "never on one node: nothing was changed",
-        hint=f"`gpubox {command} {box}{flags}` {what}",
-    )
 
 
 def whole_nodes(

@@ -102,3 +102,18 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A hint naming the closest of `choices` to `word`, or None."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def refuse_node(name: str, box: str, rank: int, nodes: int, command: str) -> InvalidInput:
+    """The error for a node's name given where a box is meant: a node is a part of its
+    box, never a box, and the message says which box and the command for all of it."""
+    what = {"down": f"removes all {nodes} nodes", "stop": f"stops all {nodes} nodes",
+            "start": f"starts all {nodes} nodes", "up": f"uses all {nodes} nodes",
+            "resize": "is refused too (a box of several nodes is not resized)"}.get(
+        command, "acts on the whole box")  # fmt: skip
+    flags = " --yes" if command == "down" else ""
+    return InvalidInput(
+        f"'{name}' is node {rank} of box '{box}'; `gpubox {command}` acts on whole boxes, "
+        "never on one node: nothing was changed",
+        hint=f"`gpubox {command} {box}{flags}` {what}",
+    )
