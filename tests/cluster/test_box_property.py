@@ -5,7 +5,8 @@ gpubox's tags being exactly what `status --refresh` and `cost` show from an empt
 after the undo, nothing of the box is left at all.
 
 Seeded: the seed and the number of runs are printed, and GPUBOX_PROPERTY_SEED replays a
-failure. 30 runs by default (CI); GPUBOX_PROPERTY_RUNS=200 for the nightly size. The
+failure (each run draws from the seed and its own number, so a run replays the same
+whatever ran beside it). 30 runs by default (CI); GPUBOX_PROPERTY_RUNS=200 for the nightly size. The
 real `gpubox` command against moto's server in this process (placement groups from
 tests/cluster/moto_placement.py); g4dn.xlarge has no EFA, so moto shows every
 instance's security group.
@@ -52,10 +53,10 @@ def run(*args: str, home: str | None = None) -> subprocess.CompletedProcess:
                           text=True, stdin=subprocess.DEVNULL, env=env, timeout=180)
 
 
-def interrupted(args: list[str], after: float, signum: int) -> tuple[int, str]:
+def interrupted(args: list[str], after: float, signum: int, home: str) -> tuple[int, str]:
     proc = subprocess.Popen([sys.executable, "-m", "gpubox", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+                            env={**os.environ, "COLUMNS": "200", "GPUBOX_HOME": home})  # fmt: skip
     try:
         time.sleep(after)
         if proc.poll() is None:
@@ -107,50 +108,63 @@ def check_seen_from_an_empty_home(url: str, name: str, home: str) -> None:
     assert billing == pytest.approx(running * PER_HOUR), (rows, held)
 
 
+def one_run(endpoint: str, number: int, tmp_path) -> None:
+    """Run `number` of the property, with a random source of its own (the seed and its
+    number: any run replays alone) and a HOME of its own."""
+    rng = random.Random(f"{SEED}-{number}")
+    home = str(tmp_path / f"home-{number}")
+    name, nodes = f"p{number}", rng.choice([1, 2, 3])
+    up = ["up", name, "--nodes", str(nodes), "--type", "g4dn.xlarge", "--no-setup",
+          "--ssh-from", SSH_FROM, "--region", "us-east-1"]
+    command = rng.choice(["up", "up", "stop", "start", "down"])
+    if command != "up":
+        made = run(*up, home=home)
+        assert made.returncode == 0, made.stderr
+        if command == "start":
+            assert run("stop", name, home=home).returncode == 0
+    args = {"up": up, "stop": ["stop", name], "start": ["start", name],
+            "down": ["down", name, "--yes"]}[command]
+    signum = rng.choice([signal.SIGINT, signal.SIGTERM])
+    after = rng.uniform(0.3, 4.0)
+    where = f"run {number} (seed {SEED}): {command} of {nodes} node(s), " \
+            f"{signal.Signals(signum).name} after {after:.2f}s"
+    code, err = interrupted(args, after, signum, home=home)
+    assert "Traceback" not in err and "internal error" not in err, (where, err)
+    finish, undo = printed(err, "finish"), printed(err, "undo")
+    if code == 128 + signum:
+        assert finish is not None, (where, err)
+        follow = undo if undo is not None and rng.random() < 0.5 else finish
+    else:  # it ended before the signal: the command as given is its own finish
+        assert code == 0, (where, err)
+        follow = args
+    done = run(*follow, home=home)
+    assert done.returncode in (0,) or follow[0] == "down" and "no box called" in done.stderr, (
+        where, follow, done.stderr)
+    if follow[0] == "down":
+        assert left_of(endpoint, name) == [], (where, follow)
+    else:
+        check_seen_from_an_empty_home(endpoint, name, str(tmp_path / f"empty-{number}"))
+    gone = run("down", name, "--yes", home=home)
+    assert gone.returncode == 0 or "no box called" in gone.stderr, (where, gone.stderr)
+    assert left_of(endpoint, name) == [], (where, "after the final down")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(60 * RUNS)  # about 10-15 s a run here, several times that under load
 def test_any_signal_at_any_moment_then_the_printed_command_leaves_exactly_what_is_shown(
     endpoint, isolation, tmp_path, capsys
 ):
-    rng = random.Random(SEED)
+    """The runs go three at a time (each its own box and HOME, one moto server): most of
+    a run is waiting for a signal's moment or for moto, and three at once also try
+    gpubox's commands side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with capsys.disabled():
         print(f"\nproperty test: seed {SEED}, {RUNS} runs "
               f"(replay: GPUBOX_PROPERTY_SEED={SEED} GPUBOX_PROPERTY_RUNS={RUNS})")
-    for number in range(RUNS):
-        name, nodes = f"p{number}", rng.choice([1, 2, 3])
-        up = ["up", name, "--nodes", str(nodes), "--type", "g4dn.xlarge", "--no-setup",
-              "--ssh-from", SSH_FROM, "--region", "us-east-1"]
-        command = rng.choice(["up", "up", "stop", "start", "down"])
-        if command != "up":
-            made = run(*up)
-            assert made.returncode == 0, made.stderr
-            if command == "start":
-                assert run("stop", name).returncode == 0
-        args = {"up": up, "stop": ["stop", name], "start": ["start", name],
-                "down": ["down", name, "--yes"]}[command]
-        signum = rng.choice([signal.SIGINT, signal.SIGTERM])
-        after = rng.uniform(0.3, 4.0)
-        where = f"run {number} (seed {SEED}): {command} of {nodes} node(s), " \
-                f"{signal.Signals(signum).name} after {after:.2f}s"
-        code, err = interrupted(args, after, signum)
-        assert "Traceback" not in err and "internal error" not in err, (where, err)
-        finish, undo = printed(err, "finish"), printed(err, "undo")
-        if code == 128 + signum:
-            assert finish is not None, (where, err)
-            follow = undo if undo is not None and rng.random() < 0.5 else finish
-        else:  # it ended before the signal: the command as given is its own finish
-            assert code == 0, (where, err)
-            follow = args
-        done = run(*follow)
-        assert done.returncode in (0,) or follow[0] == "down" and "no box called" in done.stderr, (
-            where, follow, done.stderr)
-        home = str(tmp_path / f"empty-{number}")
-        if follow[0] == "down":
-            assert left_of(endpoint, name) == [], (where, follow)
-        else:
-            check_seen_from_an_empty_home(endpoint, name, home)
-        gone = run("down", name, "--yes")
-        assert gone.returncode == 0 or "no box called" in gone.stderr, (where, gone.stderr)
-        assert left_of(endpoint, name) == [], (where, "after the final down")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        runs = [pool.submit(one_run, endpoint, number, tmp_path) for number in range(RUNS)]
+        for done in runs:
+            done.result()  # the first failing run, with its number and the seed
     with capsys.disabled():
         print(f"property test: seed {SEED}, {RUNS} runs passed")
