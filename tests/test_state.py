@@ -32,3 +32,25 @@ def test_journal_keeps_the_last_step(tmp_path):
     state.journal("b1", "launch", provider="aws")
     state.journal("b1", "setup")
     assert state.last_step("b1") == ("setup", {})
+
+
+def test_a_second_state_in_one_process_keeps_the_first_ones_lock(tmp_path):
+    """A process has the cache open through one State and opens another on the same file
+    (gpubox's AWS provider keeps a State of its own beside the command's). In WAL mode an
+    open connection holds a shared lock on the database file, so no other process can
+    take the file out of WAL under it. Closing any descriptor of a file drops every POSIX
+    lock the process holds on it: making the file 0600 must not open it once it is there."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.sqlite"
+    first = State(path)
+    first.journal("box1", "find")
+    second = State(path)
+    other = subprocess.run(
+        [sys.executable, "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], "
+         "timeout=0.5); print(db.execute('PRAGMA journal_mode=DELETE').fetchone()[0])",
+         str(path)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert other.stdout.strip() != "delete", "another process took the cache out of WAL"
+    second.close()
+    first.close()

@@ -75,7 +75,13 @@ def private_file(path: Path) -> Path:
     files with the database's mode)."""
     private_dir(path.parent)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+        # O_EXCL: a file that is there is never opened here. Closing any descriptor of a
+        # file drops every POSIX lock this process holds on it, SQLite's included: a
+        # second State() in a process whose first one held the write lock let other
+        # processes write under it.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise cannot("write", path, exc) from None
     tighten(path)
