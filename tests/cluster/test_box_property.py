@@ -27,22 +27,10 @@ import time
 import pytest
 
 from tests.cluster.test_nodes_aws import SSH_FROM, ec2, live, tags
-from tests.providers.aws.moto_seed import seed_images
 
 RUNS = int(os.environ.get("GPUBOX_PROPERTY_RUNS", "30"))
 SEED = int(os.environ.get("GPUBOX_PROPERTY_SEED", str(int(time.time()) % 100000)))
 PER_HOUR = 0.526 + 0.005  # g4dn.xlarge in the price snapshot, and its public IPv4 address
-
-
-@pytest.fixture
-def endpoint(moto_server, placement_groups, isolation, monkeypatch):
-    """A wiped moto world (placement groups from moto_placement.py), images seeded."""
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
-    seed_images("us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    return moto_server
 
 
 def run(*args: str, home: str | None = None) -> subprocess.CompletedProcess:

@@ -18,21 +18,9 @@ import pytest
 
 from tests.cli.test_interrupts import slow, start, wait_until  # noqa: F401 - slow: a fixture
 from tests.cluster.test_nodes_aws import SSH_FROM, ec2, gpubox, live, tags
-from tests.providers.aws.moto_seed import seed_images
 
 UP3 = ("up", "t", "--nodes", "3", "--type", "g4dn.xlarge", "--no-setup", "--ssh-from",
        SSH_FROM, "--region", "us-east-1")
-
-
-@pytest.fixture
-def endpoint(moto_server, placement_groups, isolation, monkeypatch):
-    """A wiped moto world (placement groups from moto_placement.py), images seeded."""
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
-    seed_images("us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    return moto_server
 
 
 def by_rank(url: str) -> list[dict]:

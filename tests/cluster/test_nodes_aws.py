@@ -7,22 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
 from tests.cluster.nodes import node0_sshd_of
-from tests.providers.aws.moto_seed import seed_images
 
 SSH_FROM = "203.0.113.7/32"
-
-
-@pytest.fixture
-def endpoint(moto_server, placement_groups, isolation, monkeypatch):
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
-    seed_images("us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    return moto_server
 
 
 def gpubox(*args: str) -> subprocess.CompletedProcess:
