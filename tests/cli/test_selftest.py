@@ -14,6 +14,7 @@ removes what it left.
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import os
 import re
@@ -27,6 +28,8 @@ import pytest
 
 from gpubox.selftest import GUARD_MARKER, SELFTEST_BOX
 from tests.cli.test_aws_subprocess import endpoint, gpubox  # noqa: F401
+from tests.cli.test_interrupts import slow  # noqa: F401 - the fixture
+from tests.cli.test_interrupts import wait_until as wait_until_in
 from tests.providers.aws.moto_seed import ACCOUNT
 
 REGION = ("--region", "us-east-1")
@@ -180,11 +183,7 @@ def test_without_yes_and_without_a_terminal_nothing_is_launched(endpoint):  # no
 # Interruptions ----------------------------------------------------------------------------
 
 
-def wait_until(check, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the step was never reached"
-        time.sleep(0.05)
+wait_until = functools.partial(wait_until_in, timeout=60.0)  # a launch waits on moto
 
 
 class Command:
@@ -213,33 +212,6 @@ class Command:
         return self.proc.returncode, "".join(self.err)
 
 
-@pytest.fixture
-def slow(monkeypatch):
-    """slow("method"): moto's EC2 backend does the work, then waits before answering."""
-    from moto.ec2.models import EC2Backend
-
-    release = threading.Event()
-
-    def install(method: str) -> None:
-        real = getattr(EC2Backend, method)
-
-        def slowed(self, *args, **kwargs):
-            result = real(self, *args, **kwargs)
-            release.wait(30)
-            return result
-
-        monkeypatch.setattr(EC2Backend, method, slowed)
-
-        def undo() -> None:
-            release.set()
-            monkeypatch.setattr(EC2Backend, method, real)
-
-        return undo
-
-    yield install
-    release.set()
-
-
 # (slowed moto method or None, the moment to send the signal, the signal, what is said)
 CASES = [
     pytest.param("create_key_pair", lambda c, url: backend().key_pairs, signal.SIGINT,
@@ -260,7 +232,9 @@ CASES = [
 def test_an_interrupted_selftest_says_what_exists_and_a_rerun_removes_it(
     endpoint, isolation, monkeypatch, slow, method, moment, signum, says  # noqa: F811
 ):
-    undo = slow(method) if method else (lambda: None)
+    from moto.ec2.models import EC2Backend
+
+    undo = slow(EC2Backend, method) if method else (lambda: None)
     with Guard(monkeypatch, stop=method == "delete_security_group"):
         command = Command("selftest", *REGION, "--yes", *FAST)
         wait_until(lambda: moment(command, endpoint))
