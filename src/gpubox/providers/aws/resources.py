@@ -253,14 +253,15 @@ def _placement_groups(ec2: Any, name: str, region: str) -> list[Part]:
 
 
 def _volumes(settings: Settings, region: str, held: list[Part]) -> list[Part]:
-    """The data volumes attached to the box's instances (volumes.py's listing)."""
+    """The data volumes attached to the box's instances (volumes.py's, asked for these
+    instances' volumes alone, not the region's)."""
     if not held:
         return []
     from gpubox.providers.aws import volumes
 
     ids = {p.id: p for p in held}
     out = []
-    for vol in volumes.list_volumes(settings, [region]):
+    for vol in volumes.volumes_of_box(settings, region, list(ids)):
         if vol.instance_id in ids:
             out.append(Part("volume", vol.id, region, vol.state, name=vol.name,
                             disk_gb=vol.size_gb, per_month=vol.per_month,
